@@ -149,7 +149,7 @@ def main():
     args = parse_args()
     info = check_args(args)
     device = get_device(args.device)
-    data = load_data(info.name, args.data_path, device, args.split_seed)
+    data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     forget, forget_desc = forget_set(args, data)
     source = data.part("full") if forget is None else np.setdiff1d(data.part("full"), forget)
     source_digest = buffers.digest(source)

@@ -6,7 +6,7 @@ time; normalisation lives inside the models. Index arrays (splits, forget sets) 
 official train set, so they stay meaningful across runs, files and papers.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple, Optional
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import augment
-from utils import UsageError, save_numpy
+from utils import UsageError, save_npz, save_numpy
 
 
 @dataclass(frozen=True)
@@ -152,16 +152,36 @@ def load_arrays(name: str, data_path: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # Splits and forget sets (numpy index arrays into the official train set)
 
-def make_split(y_train: np.ndarray, num_classes: int, split_seed: int, val_fraction: float = 0.1) -> dict:
-    """The Unlearn-Sparse split: per class (0, 1, ... in order) draw int(0.1 * n_class) validation images
-    with one np.random.RandomState(split_seed); the rest is train. Matches the seeds' index draw, so
-    split_seed=1 is the split their original models were trained on."""
-    rng = np.random.RandomState(split_seed)
-    val = [rng.choice(np.where(y_train == c)[0], int(val_fraction * (y_train == c).sum()), replace=False)
-           for c in range(num_classes)]
-    val = np.sort(np.concatenate(val)).astype(np.int64)
-    train = np.setdiff1d(np.arange(len(y_train)), val).astype(np.int64)
-    return {"train": train, "val": val}
+SPLITS = ("val10", "regun")
+
+
+def make_split(y_train: np.ndarray, num_classes: int, split_seed: int, val_fraction: float = 0.1,
+               scheme: str = "val10", heldout_fraction: float = 0.1) -> dict:
+    """Index arrays {train, val, heldout} into the official train set (train = retain + forget).
+
+    val10 (Unlearn-Sparse): per class (0, 1, ... in order) draw int(0.1 * n_class) validation images with one
+    np.random.RandomState(split_seed); the rest is train; no held-out part. Matches the seeds' index draw, so
+    split_seed=1 is the split their original models were trained on.
+    regun (ReGUn): one label-agnostic shuffle (Python's random.Random(split_seed), as ReGUn's split code);
+    the first 10% is the held-out set D_h, never trained on; 10% of the remainder is val; the rest is train.
+    CIFAR-10: 5,000 held-out, 4,500 val, 40,500 train (forget 1% of the remainder = 450 images)."""
+    if scheme == "val10":
+        rng = np.random.RandomState(split_seed)
+        val = [rng.choice(np.where(y_train == c)[0], int(val_fraction * (y_train == c).sum()), replace=False)
+               for c in range(num_classes)]
+        val = np.sort(np.concatenate(val)).astype(np.int64)
+        train = np.setdiff1d(np.arange(len(y_train)), val).astype(np.int64)
+        return {"train": train, "val": val, "heldout": np.zeros(0, np.int64)}
+    if scheme == "regun":
+        import random
+        order = list(range(len(y_train)))
+        random.Random(split_seed).shuffle(order)
+        order = np.asarray(order, dtype=np.int64)
+        n_heldout = int(heldout_fraction * len(order))
+        n_val = int(val_fraction * (len(order) - n_heldout))
+        return {"heldout": np.sort(order[:n_heldout]), "val": np.sort(order[n_heldout:n_heldout + n_val]),
+                "train": np.sort(order[n_heldout + n_val:])}
+    raise UsageError(f"--split: unknown split '{scheme}' (choose from {', '.join(SPLITS)})")
 
 
 def parse_classes(text, num_classes: int):
@@ -224,6 +244,9 @@ def forget_set(args, data: "Data"):
         idx = load_forget_indices(args.forget_indices, data.train_idx)
         classes = sorted(set(data.y_train_np[idx].tolist()))
         return idx, {"kind": "file", "classes": classes, "n": int(len(idx))}
+    if any(getattr(args, k, None) is not None for k in ("forget_group", "es_group", "mem_scores", "proxy_file")):
+        import forget_sets  # by difficulty (memorisation, entanglement); imported late: it needs models
+        return forget_sets.select(args, data)
     return select_forget(data.y_train_np, data.train_idx, data.info.num_classes, args.class_to_replace,
                          args.num_indexes_to_replace, args.seed)
 
@@ -302,6 +325,8 @@ class Data:
     train_idx: np.ndarray   # official indices of the train split (sorted)
     val_idx: np.ndarray     # official indices of the validation split (sorted)
     split_seed: int
+    split_name: str = "val10"
+    heldout_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # never trained on (regun)
 
     @property
     def y_train_np(self):
@@ -309,12 +334,13 @@ class Data:
 
     @property
     def split(self):
-        return {"name": "val10", "seed": self.split_seed}
+        return {"name": self.split_name, "seed": self.split_seed}
 
     def part(self, name: str) -> np.ndarray:
-        """Official train indices of a named part: train (45k on CIFAR), val, full (all of train)."""
-        parts = {"train": self.train_idx, "val": self.val_idx,
-                 "full": np.arange(len(self.y_train), dtype=np.int64)}
+        """Official train indices of a named part: train (45k on CIFAR), val, heldout (regun split; empty
+        otherwise), full (train + val, the images a model may train on; all of them for val10)."""
+        parts = {"train": self.train_idx, "val": self.val_idx, "heldout": self.heldout_idx,
+                 "full": np.setdiff1d(np.arange(len(self.y_train)), self.heldout_idx).astype(np.int64)}
         if name not in parts:
             raise UsageError(f"unknown data part '{name}' (choose from {', '.join(parts)})")
         return parts[name]
@@ -334,14 +360,17 @@ class Data:
         return DeviceLoader(images, labels, indices, weights, batch_size, shuffle=train, seed=seed, **kw)
 
 
-def load_data(dataset: str, data_path: str = "./data", device="cpu", split_seed: int = 1) -> Data:
+def load_data(dataset: str, data_path: str = "./data", device="cpu", split_seed: int = 1,
+              split: str = "val10") -> Data:
     info = get_info(dataset)
+    if split not in SPLITS:  # before loading anything: a typo should not cost a download
+        raise UsageError(f"--split: unknown split '{split}' (choose from {', '.join(SPLITS)})")
     arrays = load_arrays(info.name, data_path)
     to_nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-    split = make_split(arrays["y_train"], info.num_classes, split_seed)
+    parts = make_split(arrays["y_train"], info.num_classes, split_seed, scheme=split)
     return Data(info, to_nchw(arrays["x_train"]), torch.from_numpy(arrays["y_train"]).to(device),
                 to_nchw(arrays["x_test"]), torch.from_numpy(arrays["y_test"]).to(device),
-                split["train"], split["val"], split_seed)
+                parts["train"], parts["val"], split_seed, split, parts["heldout"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -400,16 +429,25 @@ def main():
     p = make_parser("Print a dataset's split sizes and, with forget flags, select (and save) a forget set.")
     add_data_args(p)
     add_forget_args(p)
+    p.add_argument("--mask", "--model_path", dest="model_path", default=None,
+                   help="the original model.pt: features for --es_group and the forget set's entanglement score")
     add_common_args(p)
     args = p.parse_args()
-    data = load_data(args.dataset, args.data_path, "cpu", args.split_seed)
-    print(f"{data.info.name}: train {len(data.train_idx)}, val {len(data.val_idx)}, test {len(data.y_test)} "
-          f"(split seed {args.split_seed})")
+    data = load_data(args.dataset, args.data_path, "cpu", args.split_seed, args.split)
+    heldout = f", held-out {len(data.heldout_idx)}" if len(data.heldout_idx) else ""
+    print(f"{data.info.name}: train {len(data.train_idx)}, val {len(data.val_idx)}{heldout}, test {len(data.y_test)} "
+          f"({args.split} split, seed {args.split_seed})")
     forget, desc = forget_set(args, data)
     if forget is not None:
         line = f"forget set: {desc['kind']}, classes {desc['classes']}, {desc['n']} samples"
+        line += f", ES {desc['es']:.3f}" if "es" in desc else ""
         if args.save_dir:
             line += f" -> {save_forget_indices(forget, prepare_save_dir(args.save_dir))}"
+            if args.forget_group == "mix" or args.es_group == -1:  # its groups too, for main_rum.py --groups_file
+                import forget_sets
+                groups = forget_sets.groups_from_args(args, data)
+                save_npz(os.path.join(args.save_dir, "groups.npz"), **groups)
+                line += f" (groups {', '.join(groups)} -> groups.npz)"
         print(line)
 
 

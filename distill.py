@@ -43,7 +43,7 @@ from utils import (UsageError, add_bool, add_common_args, add_data_args, default
 # Flags that must match for last.pt to be continued (the rest, e.g. --Iteration, --eval_it, may change).
 RESUME_KEYS = ("dataset", "model", "ipc", "syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr",
                "lr_teacher", "lr_weights", "batch_syn", "pix_init", "dsa", "dsa_strategy", "no_aug", "zca",
-               "grad_mode", "weight_grad", "seed", "split_seed", "load_all", "max_files", "max_experts")
+               "grad_mode", "weight_grad", "seed", "split_seed", "split", "load_all", "max_files", "max_experts")
 EVAL_BATCH = 1024
 
 
@@ -171,7 +171,7 @@ def main():
     seed_everything(args.seed)
     folder, records = find_buffer(args, info)
     record = records[0][1]
-    data = load_data(info.name, args.data_path, device, args.split_seed)
+    data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     space = dd.TrainingSpace.of_buffer(records[0][0], record, device)
     student = dd.Student(buffers.build_expert(args.model, info, 0).to(device))
     check_layout(student, record, records[0][0])

@@ -117,7 +117,7 @@ def main():
     record = run_record("main_backdoor.py", args, device)
 
     seed_everything(args.seed)
-    clean = load_data(info.name, args.data_path, device, args.split_seed)
+    clean = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     part = clean.part(args.train_on)
     forget_idx = backdoor.poison_indices(part, args.poison_ratio, args.seed)
     retain_idx = np.setdiff1d(part, forget_idx)

@@ -7,7 +7,7 @@ The split is the model's own; the forget set is saved as forget_indices.npy; res
 metrics and per-epoch history (--save_model also writes the unlearned model.pt). `--unlearn none`
 evaluates the original model: the baseline row of every table.
 """
-from unlearn.run import execute, make_context, start_run
+from unlearn.run import execute, make_context, real_loaders, start_run
 from unlearn.setup import add_unlearn_args, load_original, method_config
 from utils import add_common_args, make_parser, run_cli, seed_everything
 
@@ -21,10 +21,7 @@ def main():
     method, cfg = method_config(args, record)
     run = start_run("main_forget.py", args, cfg, method, model, record, data, device)
     seed_everything(args.seed)
-    augment = {"augment": None} if args.no_aug else {}
-    retain = data.loader(run.retain_idx, train=True, batch_size=cfg.batch_size, seed=args.seed, **augment)
-    forget = data.loader(run.forget_idx, train=True, batch_size=cfg.batch_size, seed=args.seed + 1, **augment)
-    execute(run, make_context(run, retain, forget))
+    execute(run, make_context(run, *real_loaders(run, seed=args.seed)))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ retain set must come from a retain-only buffer/condensation made for exactly thi
 Distilled images enter as float tensors in pixel space through the model's own normalisation; each sample's
 loss is multiplied by its `loss_weights` (w^2 renormalised to mean 1, as in distillation) unless
 --use_weights off. Times: RTE_s (the method), prep_s (loading and selecting the set), offline_s (what making
-the set cost: condense.py's own metrics, or distill.py's results.json plus its buffer's; null if unknown).
+the set cost: condense.py's own metrics, or distill.py's results.json plus its buffer's; null if unknown), and
+request_s (prep_s plus the part of making the set that was for this forget set alone; see set_costs).
 """
-import os
 import sys
 from functools import partial
 
@@ -89,6 +89,15 @@ def check_roles(args, run, d):
         print("warning: the distilled retain set comes from data that included the forget set", file=sys.stderr)
 
 
+def set_costs(path, d):
+    """(offline_s, request_s) of making the set, None where unknown. condense.py records both; a distill.py set
+    whose buffer left a forget set out (retain-only) serves that one request, so all its cost is per request."""
+    made, metrics = offline_seconds(path, d), d.get("metrics") or {}
+    if isinstance(metrics.get("request_s"), (int, float)):
+        return made, float(metrics["request_s"])
+    return (0.0, made) if d.get("forget_indices") is not None else (made, 0.0)
+
+
 def main():
     args = parse_args()
     model, record, data, device = load_original(args)
@@ -121,7 +130,9 @@ def main():
                  "distilled_method": d.get("method"), "distilled_n": len(labels)}
 
     def diagnostics(unlearned):
-        out = {"prep_s": prep.seconds, "offline_s": offline_seconds(args.distilled, d)}
+        offline, request = set_costs(args.distilled, d)
+        out = {"prep_s": prep.seconds, "offline_s": offline,
+               "request_s": None if request is None else request + prep.seconds}
         if is_forget.any():
             rows = torch.nonzero(is_forget).flatten()
             out["distilled_forget_acc"] = training.evaluate(unlearned, DeviceLoader(images, labels, rows))["acc"]

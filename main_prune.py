@@ -92,7 +92,7 @@ def main():
     config = vars(args)
 
     seed_everything(args.seed)
-    data = load_data(info.name, args.data_path, device, args.split_seed)
+    data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
     pruning.full_masks(model)  # a model without convolutions is refused here, before any training
     if channels_last:

@@ -4,18 +4,20 @@
 
 SGD(0.1, momentum 0.9, wd 5e-4), batch 256, MultiStepLR x0.1 at 91,136, crop+flip, on the 45k train split
 (`--train_on full` for all 50k). Writes model.pt, last.pt (every epoch; rerun or --resume to continue),
-results.json and curves.png into --save_dir.
+results.json and curves.png into --save_dir; with --record_events also events.npz (memorisation proxies,
+see forget_sets.py).
 """
 import os
 
 import torch
 
+import forget_sets
 import models
 import training
 from datasets import get_info, load_data
-from utils import (UsageError, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything,
-                   write_json)
+from utils import (UsageError, add_bool, add_common_args, add_data_args, add_model_args, default_save_dir,
+                   get_device, make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint,
+                   seed_everything, write_json)
 
 
 def parse_args(argv=None):
@@ -24,6 +26,8 @@ def parse_args(argv=None):
     add_model_args(p)
     add_common_args(p)
     training.add_recipe_args(p)
+    add_bool(p, "--record_events", False, "record learning-event memorisation proxies (running means of "
+             "confidence, max confidence, entropy, correctness per example) into events.npz")
     return p.parse_args(argv)
 
 
@@ -50,7 +54,7 @@ def main():
     prepare_save_dir(args.save_dir)
 
     seed_everything(args.seed)
-    data = load_data(info.name, args.data_path, device, args.split_seed)
+    data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -63,11 +67,18 @@ def main():
     step_model = torch.compile(model) if args.compile else model
 
     record = run_record("main_train.py", args, device)
+    events = (forget_sets.EventRecorder(len(data.y_train), device, os.path.join(args.save_dir, "events_partial.pt"))
+              if args.record_events else None)
     history, train_seconds, _, done = training.fit(
         model, optimizer, scheduler, train_loader, val_loader, args.epochs, last_path, vars(args), amp=amp,
-        step_model=step_model, quiet=args.quiet, stop_after=args.stop_after)
+        step_model=step_model, quiet=args.quiet, stop_after=args.stop_after,
+        on_epoch_start=events.on_epoch_start if events else None, on_batch=events)
     if not done:
+        if events is not None:
+            events.checkpoint()  # the epochs run so far, for the rerun
         return
+    if events is not None:
+        events.finish(args.epochs, os.path.join(args.save_dir, "events.npz"))
 
     test = training.evaluate(model, test_loader, amp)
     metrics = {"TA": test["acc"], "val_acc": history[-1]["val_acc"], "train_acc": history[-1]["train_acc"],

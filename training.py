@@ -87,12 +87,14 @@ def set_train_mode(model, freeze_bn=False):
 
 
 def train_epoch(model, loader, optimizer, loss_fn=None, amp=False, masks=None, progress=None,
-                after_backward=None, freeze_bn=False):
+                after_backward=None, freeze_bn=False, on_batch=None):
     """One pass over `loader` (any iterable of batches when loss_fn is given).
 
     loss_fn(model, batch) -> scalar overrides the default weighted CE; after_backward(model) may edit the
-    gradients (saliency masks); masks (pruning) are re-applied after every step. Returns {"loss", "acc"} as
-    device tensors: per-sample means for the default loss, per-step mean loss (acc NaN) for a custom one."""
+    gradients (saliency masks); masks (pruning) are re-applied after every step; on_batch(batch, logits)
+    sees the training-mode logits of each batch before its step (default loss only; e.g. learning-event
+    proxies, which must not sync). Returns {"loss", "acc"} as device tensors: per-sample means for the
+    default loss, per-step mean loss (acc NaN) for a custom one."""
     set_train_mode(model, freeze_bn)
     device = next(model.parameters()).device
     total_loss = torch.zeros((), device=device)
@@ -104,6 +106,8 @@ def train_epoch(model, loader, optimizer, loss_fn=None, amp=False, masks=None, p
                 logits = model(batch.x)
                 loss = weighted_ce(logits.float(), batch.y, batch.weight)
                 correct += (logits.argmax(1) == batch.y).sum()
+                if on_batch is not None:
+                    on_batch(batch, logits.detach())
             else:
                 loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -158,7 +162,7 @@ def progress_bar(iterable, desc: str, quiet: bool = False):
 RECIPE_KEYS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "scheduler", "decreasing_lr", "warmup",
                "no_aug")
 # Flags that must match for last.pt to be continued (the rest, e.g. --quiet, may change between runs).
-RESUME_KEYS = ("dataset", "arch", *RECIPE_KEYS, "train_on", "seed", "split_seed", "norm_mean", "norm_std")
+RESUME_KEYS = ("dataset", "arch", *RECIPE_KEYS, "train_on", "seed", "split_seed", "split", "norm_mean", "norm_std")
 
 
 def add_recipe_args(p, epochs: int = 182) -> None:
@@ -222,11 +226,12 @@ def plot_curves(history, path):
 
 def fit(model, optimizer, scheduler, train_loader, val_loader, epochs, last_path, config, *, amp=False,
         masks=None, step_model=None, quiet=False, stop_after=None, resume_keys=RESUME_KEYS, on_epoch_start=None,
-        label=""):
+        on_batch=None, label=""):
     """Train to `epochs` epochs, validating and writing last.pt (model, optimizer, scheduler, loader RNG,
     history) after every epoch; continues from `last_path` when it exists (its config must agree with
     `config` on `resume_keys`). `masks` (pruning) stay applied; `on_epoch_start(epoch)` runs before each
-    epoch (e.g. saving rewind weights). Stops early after `stop_after` epochs of this call.
+    epoch (e.g. saving rewind weights); `on_batch` goes to train_epoch. Stops early after `stop_after`
+    epochs of this call.
 
     Returns (history, train_seconds, epochs_run, done)."""
     import os
@@ -256,7 +261,8 @@ def fit(model, optimizer, scheduler, train_loader, val_loader, epochs, last_path
             on_epoch_start(epoch)
         bar = progress_bar(train_loader, f"{label}epoch {epoch + 1}/{epochs}", quiet)
         with Timer(device) as t:
-            stats = train_epoch(step_model, train_loader, optimizer, amp=amp, masks=masks, progress=bar)
+            stats = train_epoch(step_model, train_loader, optimizer, amp=amp, masks=masks, progress=bar,
+                                on_batch=on_batch)
             scheduler.step()
         val = evaluate(model, val_loader, amp)
         train_seconds += t.seconds

@@ -107,8 +107,21 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
+def plain(obj):
+    """obj with numpy scalars and arrays turned into Python numbers and lists, recursively: numpy values
+    (np.float64 passes isinstance(x, float)) would make a checkpoint refuse to load weights-only."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    return obj
+
+
 def save_checkpoint(obj, path: str) -> None:
     """torch.save, atomically. Keep `obj` to tensors, dicts, lists, str and numbers so it loads weights-only."""
+    obj = plain(obj)
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -131,6 +144,11 @@ def write_text(text: str, path: str) -> None:
 def save_numpy(array, path: str) -> None:
     """np.save, atomically."""
     _atomic_write(path, lambda f: np.save(f, array))
+
+
+def save_npz(path: str, **arrays) -> None:
+    """np.savez, atomically."""
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path: str, map_location="cpu"):
@@ -268,6 +286,9 @@ def add_data_args(parser, default_dataset: str = "cifar10") -> None:
                    help="folder holding (or receiving) the dataset and its <name>.npz cache")
     g.add_argument("--split_seed", type=int, default=1,
                    help="seed of the per-class 10%% validation split (1 = the split the seeds' models saw)")
+    g.add_argument("--split", default="val10",
+                   help="val10: per-class 10%% validation split (Unlearn-Sparse); regun: a held-out 10%% taken first "
+                        "(never trained on; ReGUn and A_AMU draw unseen images from it), then 10%% val, the rest train")
 
 
 def add_model_args(parser, default_arch: str = "resnet18") -> None:
@@ -284,8 +305,27 @@ def add_forget_args(parser) -> None:
     g.add_argument("--class_to_replace", type=str, default=None,
                    help="class (or comma list) to forget; -1 with --num_indexes_to_replace = random samples")
     g.add_argument("--num_indexes_to_replace", type=int, default=None,
-                   help="number of random train-split samples to forget (within the classes if given)")
+                   help="number of random train-split samples to forget (within the classes if given); the "
+                        "group size with --forget_group / --es_group")
     g.add_argument("--forget_indices", default=None, help="reuse a saved forget_indices.npy")
+    # Forget sets by difficulty (RUM); the selection lives in forget_sets.py.
+    g.add_argument("--forget_group", default=None, choices=("high", "mid", "low", "mix"),
+                   help="the N train-split images of highest / closest-to-centre / lowest memorisation "
+                        "(--mem_scores or --proxy_file), or mix: N/3 of each, disjoint")
+    g.add_argument("--mem_scores", default=None,
+                   help="Feldman-Zhang memorisation scores: .npz with 'memorization' or 'tr_mem', one value per "
+                        "official train image (estimate_mem.py writes one)")
+    g.add_argument("--proxy_file", default=None,
+                   help="memorisation proxies instead of scores: events.npz (main_train.py --record_events) or "
+                        "proxies.npz (forget_sets.py --compute)")
+    g.add_argument("--proxy", default="confidence",
+                   help="the proxy in --proxy_file: confidence, max_conf, entropy, bi_acc, ho_ret or curvature")
+    g.add_argument("--mem_centre", type=float, default=None,
+                   help="mid = the N closest to this value (default: 0.5 for scores, the median for proxies)")
+    g.add_argument("--es_group", type=int, default=None,
+                   help="entanglement group K (0..14): the train split sorted by feature distance to its centroid "
+                        "(original model, --mask) in 15 equal bins, nearest first; N random of it with "
+                        "--num_indexes_to_replace; -1: N/3 of each of bins 3, 12, 14 (RUM's)")
 
 
 def parse_floats(text, flag: str, n: int):

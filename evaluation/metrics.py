@@ -1,13 +1,17 @@
-"""The unlearning evaluation: UA, RA, TA, val accuracy and the SVC MIAs from one inference pass per split,
-plus Avg.Gap to a retrain run. Definitions follow Unlearn-Sparse / SalUn (reference notes, section 4)."""
+"""The unlearning evaluation. One predict per part of the data gives the per-example arrays
+(evaluation.outputs); every metric is then a pure function of them: UA, RA, TA, val accuracy and the SVC MIAs
+(definitions of Unlearn-Sparse / SalUn, reference notes section 4), threshold MIAs, RMIA against reference
+models, and the distances to a retrain run (Avg.Gap, ToW, ToW-MIA, GapAvg, JS divergences)."""
 import json
 import os
 
 import numpy as np
-import torch
 
-from evaluation.mia import svc_mia_efficacy
-from training import predict
+from evaluation.mia import entropy, svc_mia_efficacy
+from evaluation.outputs import PARTS, check_aligned, load_outputs, model_outputs, save_outputs
+from evaluation.rmia import rmia_metrics
+from evaluation.threshold_mia import threshold_mias
+from evaluation.tow import gap_avg, js_divergence, tow, tow_mia
 from utils import Timer, UsageError
 
 GAP_KEYS = ("UA", "RA", "TA", "MIA")
@@ -18,58 +22,98 @@ def _accuracy(correct: np.ndarray) -> float:
     return float(100.0 * correct.mean()) if len(correct) else float("nan")
 
 
-def _outputs(model, data, indices, amp, batch_size, test=False):
-    """(softmax [N, K] float32, labels [N], top-1 correct [N]) as numpy, in the given index order."""
-    logits, labels = predict(model, data.loader(indices, test=test, batch_size=batch_size), amp)
-    if len(labels) == 0:  # an empty split (e.g. no validation part): predict gives a [0, 0] tensor
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
-    probs = torch.softmax(logits, 1)
-    correct = probs.argmax(1) == labels
-    return probs.cpu().numpy(), labels.cpu().numpy(), correct.cpu().numpy()
+def _mean_entropy(part: dict) -> float:
+    """Mean predictive entropy (nats) of a part's softmax rows; NaN when empty."""
+    return float(entropy(part["probs"].astype(np.float64)).mean()) if len(part["labels"]) else float("nan")
+
+
+def unlearning_metrics(outputs, mia_jobs=5) -> dict:
+    """UA (100 - forget acc), RA, TA, [TA_forgotten], val_acc, forget_acc (percent), MIA (the confidence
+    efficacy, the papers' headline) and mia (all five efficacies), from an Outputs.
+
+    Class-wise forgetting (outputs.meta forget_classes): those classes leave the test set for TA and the MIA's
+    non-member shadow set, and their test accuracy is reported as TA_forgotten."""
+    forget, retain, test = outputs["forget"], outputs["retain"], outputs["test"]
+    forget_classes = outputs.meta["forget_classes"]
+    kept = ~np.isin(test["labels"], forget_classes)  # all True for random forgetting
+    if not kept.any():
+        raise UsageError(f"--class_to_replace: forgetting classes {forget_classes} leaves no test samples")
+    t_correct = outputs.correct("test")
+    metrics = {"UA": 100.0 - _accuracy(outputs.correct("forget")), "RA": _accuracy(outputs.correct("retain")),
+               "TA": _accuracy(t_correct[kept])}
+    if forget_classes:
+        metrics["TA_forgotten"] = _accuracy(t_correct[~kept])
+    metrics["val_acc"] = _accuracy(outputs.correct("val"))
+    metrics["forget_acc"] = _accuracy(outputs.correct("forget"))
+
+    # Shadow members: the first |test| retain samples in dataset order (all of them when the retain set is
+    # smaller), as the reference's retain Subset gives them.
+    n_shadow = min(int(kept.sum()), len(retain["labels"]))
+    mia = svc_mia_efficacy(retain["probs"][:n_shadow], retain["labels"][:n_shadow], test["probs"][kept],
+                           test["labels"][kept], forget["probs"], forget["labels"], jobs=mia_jobs)
+    metrics["MIA"] = mia["confidence"]
+    metrics["mia"] = mia
+    return metrics
+
+
+def retrain_gaps(metrics: dict, outputs, retrain_metrics: dict, retrain_outputs=None, references=None) -> dict:
+    """Distances to the retrain run: avg_gap, ToW and ToW_MIA from its metrics alone; with its arrays also `js`
+    (mean per-example JS per part, nats) and forget_entropy_gap (|H_u - H_r|, mean forget entropies); GapAvg
+    (and `gap_avg`, all three variants) when both sides have RMIA, the retrain's measured with the same
+    references when its arrays are there."""
+    gaps = {"avg_gap": avg_gap(metrics, retrain_metrics), "ToW": tow(metrics, retrain_metrics),
+            "ToW_MIA": tow_mia(metrics, retrain_metrics)}
+    if retrain_outputs is not None:
+        check_aligned(outputs, retrain_outputs, [p for p in PARTS if p in outputs.parts],
+                      "--retrain_result's outputs.npz")
+        gaps["js"] = {p: js_divergence(outputs[p]["probs"], retrain_outputs[p]["probs"])
+                      for p in PARTS if outputs.has(p)}
+        gaps["forget_entropy_gap"] = abs(metrics["forget_entropy"] - _mean_entropy(retrain_outputs["forget"]))
+        if references:
+            retrain_metrics = {**retrain_metrics, **rmia_metrics(retrain_outputs, references)}
+    if "test" in metrics.get("rmia", {}) and "test" in (retrain_metrics.get("rmia") or {}):
+        gaps["gap_avg"] = gap_avg(metrics, retrain_metrics)
+        gaps["GapAvg"] = gaps["gap_avg"]["average_gap_auc"]
+    return gaps
+
+
+def metrics_from_outputs(outputs, mia_jobs=5, references=None, retrain=None) -> dict:
+    """Every metric of one model from its arrays. references: the RMIA reference models' Outputs (or None);
+    retrain: (metrics, Outputs or None) of the matching retrain run (or None)."""
+    metrics = unlearning_metrics(outputs, mia_jobs)
+    metrics["forget_entropy"] = _mean_entropy(outputs["forget"])
+    metrics["threshold_mia"] = threshold_mias(outputs)
+    if references:
+        metrics.update(rmia_metrics(outputs, references))
+    if retrain is not None:
+        metrics.update(retrain_gaps(metrics, outputs, *retrain, references=references))
+    return metrics
 
 
 def evaluate_unlearning(model, data, forget_idx, retain_idx, forget_classes=None, amp=False, batch_size=1024,
-                        mia_jobs=5) -> dict:
-    """Every unlearning metric of `model` (percent), from one predict pass over forget, retain, val and test.
+                        mia_jobs=5, outputs_path=None, references=None, retrain_result=None, features=False) -> dict:
+    """Every unlearning metric of `model`, from one predict pass over forget, retain, val, test (and held-out).
 
-    forget_idx / retain_idx: official train indices. forget_classes (class-wise forgetting): those classes are
-    removed from the test set for TA and for the MIA's non-member shadow set, and their test accuracy is
-    reported as TA_forgotten. Returns UA (100 - forget acc), RA, TA, [TA_forgotten], val_acc, forget_acc,
-    MIA (the confidence efficacy, the papers' headline), mia (all five efficacies) and eval_s (seconds)."""
-    # Dataset order, as the reference's retain Subset: the MIA's shadow members are the *first* retain samples.
-    forget_idx = np.sort(np.asarray(forget_idx, dtype=np.int64).reshape(-1))
-    retain_idx = np.sort(np.asarray(retain_idx, dtype=np.int64).reshape(-1))
-    if len(forget_idx) == 0:
+    forget_idx / retain_idx: official train indices; forget_classes: the forgotten classes for class-wise
+    forgetting (see unlearning_metrics). outputs_path: also write the arrays there (outputs.npz); references:
+    the RMIA references' Outputs; retrain_result: a retrain run's results.json (its outputs.npz beside it is
+    used when present); features: keep penultimate features in the arrays. Returns the metrics dict of
+    metrics_from_outputs plus eval_s (seconds)."""
+    if len(np.asarray(forget_idx).reshape(-1)) == 0:
         raise UsageError("forget set is empty (check --class_to_replace / --num_indexes_to_replace / "
                          "--forget_indices)")
-    if len(retain_idx) == 0:
+    if len(np.asarray(retain_idx).reshape(-1)) == 0:
         raise UsageError("retain set is empty: nothing left to measure RA or to train the MIA's shadow members")
     if forget_classes is not None and np.ndim(forget_classes) == 0:
         forget_classes = [forget_classes]
-    forget_classes = sorted(int(c) for c in forget_classes) if forget_classes is not None else []
+    retrain = load_retrain(retrain_result) if retrain_result else None  # before inference: fail fast
 
     with Timer(next(model.parameters()).device) as timer:
-        f_probs, f_labels, f_correct = _outputs(model, data, forget_idx, amp, batch_size)
-        r_probs, r_labels, r_correct = _outputs(model, data, retain_idx, amp, batch_size)
-        _, _, v_correct = _outputs(model, data, data.val_idx, amp, batch_size)
-        t_probs, t_labels, t_correct = _outputs(model, data, None, amp, batch_size, test=True)
-
-        kept = ~np.isin(t_labels, forget_classes)  # all True for random forgetting
-        if not kept.any():
-            raise UsageError(f"--class_to_replace: forgetting classes {forget_classes} leaves no test samples")
-        metrics = {"UA": 100.0 - _accuracy(f_correct), "RA": _accuracy(r_correct),
-                   "TA": _accuracy(t_correct[kept])}
-        if forget_classes:
-            metrics["TA_forgotten"] = _accuracy(t_correct[~kept])
-        metrics["val_acc"] = _accuracy(v_correct)
-        metrics["forget_acc"] = _accuracy(f_correct)
-
-        # Shadow members: the first |test| retain samples (all of them when the retain set is smaller).
-        n_shadow = min(int(kept.sum()), len(retain_idx))
-        mia = svc_mia_efficacy(r_probs[:n_shadow], r_labels[:n_shadow], t_probs[kept], t_labels[kept],
-                               f_probs, f_labels, jobs=mia_jobs)
-        metrics["MIA"] = mia["confidence"]
-        metrics["mia"] = mia
+        outputs = model_outputs(model, data, forget_idx, retain_idx, forget_classes, amp, batch_size,
+                                features=features)
+        metrics = metrics_from_outputs(outputs, mia_jobs, references, retrain)
+    if outputs_path:
+        save_outputs(outputs, outputs_path)
     metrics["eval_s"] = timer.seconds
     return metrics
 
@@ -98,3 +142,10 @@ def load_reference_metrics(path: str, keys=GAP_KEYS) -> dict:
         raise UsageError(f"--retrain_result: '{path}' lacks numeric metrics {', '.join(bad)} (expected "
                          f"{', '.join(keys)})")
     return metrics
+
+
+def load_retrain(path: str):
+    """(metrics, Outputs or None) of a retrain run: its results.json and the outputs.npz beside it, if any."""
+    metrics = load_reference_metrics(path)
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), "outputs.npz")
+    return metrics, (load_outputs(beside) if os.path.isfile(beside) else None)

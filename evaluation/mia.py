@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from scipy.special import xlogy
-from sklearn.svm import SVC
 
 FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 _LOG_FLOOR = 1e-30  # log(0) is clamped to log(1e-30), as the reference code and Song & Mittal (2021) do
@@ -72,6 +71,7 @@ def mia_features(probs, labels) -> dict:
 
 def _fit_predict(x_shadow, y_shadow, x_target):
     """One attack: fit on the shadow points, predict member (1) / non-member (0) for the targets."""
+    from sklearn.svm import SVC  # imported by svc_mia_efficacy before any fork: free here
     clf = SVC(C=3, gamma="auto", kernel="rbf")  # gamma='auto' = 1 / n_features, so 1 for the 1-D features
     clf.fit(x_shadow, y_shadow)
     return clf.predict(x_target)
@@ -93,6 +93,9 @@ def svc_mia_efficacy(member_probs, member_labels, nonmember_probs, nonmember_lab
     member_* = shadow members (softmax rows [N, K] and labels [N]), nonmember_* = shadow non-members,
     target_* = the forget set. jobs > 1 fits the five SVCs in parallel processes; jobs = 1 runs them inline.
     The SVC fit is deterministic, so both give identical numbers."""
+    # sklearn is imported here, not at module level (scripts that never evaluate skip its ~1 s import), and
+    # before the pool, so forked workers inherit it.
+    import sklearn.svm  # noqa: F401
     sizes = {"member": len(member_labels), "non-member": len(nonmember_labels), "target": len(target_labels)}
     empty = [name for name, n in sizes.items() if n == 0]
     if empty:

@@ -5,18 +5,28 @@
 Runs are grouped by method (config `unlearn`; the script name for runs without one, e.g. main_train) and a
 label (dataset, arch and forget set by default, or the config keys given with --label_keys), so the seeds of
 one setting form one row. A run without `results.json` is unfinished and is not read.
+
+± is the sample standard deviation over seeds by default, as the SalUn tables give it; `--ci t95` makes it the
+half-width of the 95% t-interval of the mean, t_{0.975, n-1} std / sqrt(n), as RUM reports ToW (no ± for a
+single run). ToW, ToW-MIA and GapAvg get columns when some run reports them. --costs adds what each run's data
+cost to make (offline, per request) and the total with RTE; --scatter plots Avg.Gap against that total.
 """
 import glob
 import json
 import os
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from evaluation.metrics import GAP_KEYS, avg_gap
 from utils import UsageError, make_parser, run_cli, write_text
 
 COLUMNS = ("UA", "RA", "TA", "MIA", "RTE_s", "avg_gap")
-HEADERS = {"RTE_s": "RTE (s)", "avg_gap": "Avg.Gap"}
+COSTS = ("offline_s", "request_s", "total_s")  # --costs: beside RTE_s, what preparing the data cost, and the sum
+EXTRA = ("ToW", "ToW_MIA", "GapAvg")  # distances to retrain, shown when some run reports them
+DECIMALS = {"ToW": 3, "ToW_MIA": 3}  # products in [0, 1]; the other columns are percentages or seconds
+HEADERS = {"RTE_s": "RTE (s)", "avg_gap": "Avg.Gap", "offline_s": "offline (s)", "request_s": "per request (s)",
+           "total_s": "total (s)"}
 FIRST = ("none", "retrain")  # the baseline rows open every table, as in the papers
 
 
@@ -55,17 +65,37 @@ def label_of(result: dict, label_keys=None) -> str:
     return " ".join(str(v) for v in (config.get("dataset"), config.get("arch"), what) if v)
 
 
-def _mean_std(values):
-    """(mean, sample std with ddof=1; 0 for a single run), or None when no run has the metric."""
+def with_costs(metrics: dict) -> dict:
+    """The run's metrics plus its three costs' sum: offline_s (making a reusable data set; 0 for real data),
+    request_s (preparing data for this forget set: main_forget_distill's, else its prep_s; 0 for real data)
+    and RTE_s. total_s is None when a part is unknown."""
+    m = {"offline_s": 0.0, "request_s": metrics.get("prep_s", 0.0), **metrics}
+    parts = [m.get(k) for k in ("offline_s", "request_s", "RTE_s")]
+    m["total_s"] = sum(parts) if all(isinstance(v, (int, float)) for v in parts) else None
+    return m
+
+
+def _mean_std(values, ci="std"):
+    """(mean, spread), or None when no run has the metric. spread: the sample std (ddof=1; 0 for a single
+    run), or for ci="t95" the 95% t-interval half-width t_{0.975, n-1} std / sqrt(n) (NaN for a single run)."""
     values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values:
         return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    n = len(values)
+    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    if ci == "t95":
+        std = float(student_t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
     return float(np.mean(values)), std
 
 
-def summarize(paths, label_keys=None) -> list:
-    """One row per (method, label): {"method", "label", "n", "runs", metric: (mean, std) or None, ...}.
+def present(rows, keys=EXTRA) -> tuple:
+    """The keys that some row has a value for."""
+    return tuple(k for k in keys if any(r.get(k) for r in rows))
+
+
+def summarize(paths, label_keys=None, ci="std") -> list:
+    """One row per (method, label): {"method", "label", "n", "runs", metric: (mean, spread) or None, ...};
+    spread: see _mean_std.
 
     A run whose metrics lack avg_gap (no --retrain_result) gets it against the mean of the retrain runs
     with the same label, when there are any, which is how the papers' tables measure it."""
@@ -77,7 +107,7 @@ def summarize(paths, label_keys=None) -> list:
         except (OSError, ValueError) as e:  # half-written by hand or a foreign tool: report, keep going
             print(f"skipped {path}: not readable JSON ({type(e).__name__})")
             continue
-        metrics = dict(result.get("metrics") or {})
+        metrics = with_costs(result.get("metrics") or {})
         groups.setdefault((method_of(result), label_of(result, label_keys)), []).append((path, metrics))
     if not groups:
         shown = ", ".join([paths] if isinstance(paths, str) else map(str, paths))
@@ -93,7 +123,7 @@ def summarize(paths, label_keys=None) -> list:
             if fill and all(k in m for k in GAP_KEYS):
                 m["avg_gap"] = avg_gap(m, retrain[label])
         row = {"method": method, "label": label, "n": len(runs), "runs": [p for p, _ in runs]}
-        row.update({k: _mean_std([m.get(k) for _, m in runs]) for k in COLUMNS})
+        row.update({k: _mean_std([m.get(k) for _, m in runs], ci) for k in COLUMNS + COSTS + EXTRA})
         rows.append(row)
     rank = lambda method: FIRST.index(method) if method in FIRST else len(FIRST)
     return sorted(rows, key=lambda r: (r["label"], rank(r["method"]), r["method"]))
@@ -118,28 +148,30 @@ def load_published(key: str) -> dict:
     return tables[key]["rows"]
 
 
-def format_table(rows, published=None) -> str:
+def format_table(rows, published=None, columns=COLUMNS) -> str:
     """A markdown table, cells `mean ± std` (two decimals), `–` where no run has the metric; with a
     published table, a `published` row under each method it has, RTE in seconds."""
-    cell = lambda v: "–" if v is None else f"{v[0]:.2f} ± {v[1]:.2f}"
-    head = ["method", "setting", "runs", *(HEADERS.get(k, k) for k in COLUMNS)]
+    def cell(v, key):
+        d = DECIMALS.get(key, 2)
+        return "–" if v is None else f"{v[0]:.{d}f}" + ("" if np.isnan(v[1]) else f" ± {v[1]:.{d}f}")
+    head = ["method", "setting", "runs", *(HEADERS.get(k, k) for k in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r["method"], r["label"], str(r["n"]), *(cell(r[k]) for k in COLUMNS)])
+        lines.append("| " + " | ".join([r["method"], r["label"], str(r["n"]), *(cell(r[k], k) for k in columns)])
                      + " |")
         paper = (published or {}).get(r["method"])
         if paper:
             paper = {**paper, "RTE_s": paper["RTE_min"] * 60} if "RTE_min" in paper else paper
             lines.append("| " + " | ".join([f"{r['method']} (published)", "", "", *(
-                f"{paper[k]:.2f}" if k in paper else "–" for k in COLUMNS)]) + " |")
+                f"{paper[k]:.2f}" if k in paper else "–" for k in columns)]) + " |")
     return "\n".join(lines)
 
 
-def format_csv(rows) -> str:
-    head = ["method", "setting", "runs"] + [f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")]
+def format_csv(rows, columns=COLUMNS, spread="std") -> str:
+    head = ["method", "setting", "runs"] + [f"{k}_{s}" for k in columns for s in ("mean", spread)]
     lines = [",".join(head)]
     for r in rows:
-        values = [x for k in COLUMNS for x in ((f"{r[k][0]:.4f}", f"{r[k][1]:.4f}") if r[k] else ("", ""))]
+        values = [x for k in columns for x in ((f"{r[k][0]:.4f}", f"{r[k][1]:.4f}") if r[k] else ("", ""))]
         lines.append(",".join([r["method"], f'"{r["label"]}"', str(r["n"]), *values]))
     return "\n".join(lines) + "\n"
 
@@ -160,13 +192,38 @@ def bar_chart(rows, path: str) -> str:
         for j, method in enumerate(methods):
             stats = [(cell.get((label, method)) or {}).get(key) or (np.nan, 0.0) for label in labels]
             ax.bar(np.arange(len(labels)) + (j - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
-                   yerr=[s[1] for s in stats], capsize=2, color=f"C{j % 10}", label=method)
+                   yerr=np.nan_to_num([s[1] for s in stats]), capsize=2, color=f"C{j % 10}", label=method)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_title(HEADERS.get(key, key) + ("" if key in ("RTE_s", "avg_gap") else " (%)"))
         ax.grid(axis="y", alpha=0.3)
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=min(len(methods), 8), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scatter(rows, path: str) -> str:
+    """Avg.Gap against end-to-end time (offline + per request + unlearning, log axis): one point per row with
+    std error bars, labelled by method. The baselines (the original, retrain: the reference) and rows that
+    lack a figure are left out. Writes a PNG and returns its path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r["total_s"] and r["total_s"][0] > 0 and r["avg_gap"] and r["method"] not in FIRST]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for j, r in enumerate(points):
+        (t, t_std), (gap, gap_std) = r["total_s"], r["avg_gap"]
+        ax.errorbar(t, gap, xerr=t_std, yerr=gap_std, fmt="o", color=f"C{j % 10}", capsize=2)
+        ax.annotate(r["method"], (t, gap), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end time (s): offline + per request + unlearning")
+    ax.set_ylabel("Avg.Gap to retrain (lower is better)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -181,23 +238,32 @@ def main():
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     p.add_argument("--csv", default=None, help="also write the table as CSV (mean and std columns) here")
+    p.add_argument("--costs", action="store_true",
+                   help="add the cost columns: offline (making reusable data), per request, and their total with RTE")
+    p.add_argument("--scatter", default=None, help="write Avg.Gap against total time (PNG) here")
+    p.add_argument("--ci", default="std", choices=("std", "t95"),
+                   help="what ± means: std (sample std over seeds) or t95 (half-width of the 95%% t-interval)")
     p.add_argument("--published", default=None,
                    help="print a published table's means under ours (a key of evaluation/published.json, e.g. "
                         "salun_random10, sparse_class_dense)")
     args = p.parse_args()
     published = load_published(args.published) if args.published else None
-    rows = summarize(args.runs, args.label_keys.split(",") if args.label_keys else None)
-    table = format_table(rows, published)
+    rows = summarize(args.runs, args.label_keys.split(",") if args.label_keys else None, args.ci)
+    columns = (COLUMNS + COSTS if args.costs else COLUMNS) + present(rows)
+    table = format_table(rows, published, columns)
     print(table)
     for folder in unfinished_runs(args.runs):
         print(f"unfinished (no results.json yet): {folder}")
     if args.csv:
-        write_text(format_csv(rows), args.csv)
+        write_text(format_csv(rows, columns, args.ci), args.csv)
     if args.out:
         write_text(table + "\n", args.out)
     if args.plot:
         bar_chart(rows, args.plot)
+    if args.scatter:
+        scatter(rows, args.scatter)
     print(f"{len(rows)} rows from {sum(r['n'] for r in rows)} runs"
+          + (" (± = 95% t-interval)" if args.ci == "t95" else " (± = std over seeds)")
           + (f" -> {args.out}" if args.out else "") + (f", {args.plot}" if args.plot else ""))
 
 

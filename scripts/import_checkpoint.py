@@ -59,11 +59,11 @@ def main():
     metrics = {}
     if not args.no_eval:
         device = get_device(args.device)
-        data = load_data(info.name, args.data_path, device, args.split_seed)
+        data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
         model.to(device)
         metrics["TA"] = training.evaluate(model, data.loader(data.test_indices(), test=True, batch_size=1024))["acc"]
         metrics["val_acc"] = training.evaluate(model, data.loader("val", batch_size=1024))["acc"]
-    record = models.model_record(model, args.arch, info, mean, std, split={"name": "val10", "seed": args.split_seed},
+    record = models.model_record(model, args.arch, info, mean, std, split={"name": args.split, "seed": args.split_seed},
                                  train_on=args.train_on, epoch=None, metrics=metrics, source=os.path.abspath(args.src),
                                  **({"masks": masks} if masks else {}))
     save_checkpoint(record, args.out)

@@ -7,19 +7,19 @@
 # CPU / digits: DIGITS=1 bash scripts/mu_wdd_compare.sh ... (smaller batches, larger GA step; minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/compare_lib.sh
 MODEL=${1:?usage: mu_wdd_compare.sh MODEL_PT WEIGHTED_PT UNWEIGHTED_PT [CLASSES] [SEEDS] [GPUS]}
 WEIGHTED=${2:?weighted distilled.pt}; UNWEIGHTED=${3:?unweighted distilled.pt}
 CLASSES=${4:-0-9}; SEEDS=${5:-1}; GPUS=${6:-}
 PY=${PYTHON:-python}; ROOT=${ROOT:-runs/mu_wdd_compare}; mkdir -p "$ROOT"
 for f in "$MODEL" "$WEIGHTED" "$UNWEIGHTED"; do [ -f "$f" ] || { echo "error: '$f' does not exist" >&2; exit 2; }; done
-IPC=$($PY -c "import sys, torch; d = torch.load(sys.argv[1], weights_only=True); print(len(d['labels']) // d['num_classes'])" "$WEIGHTED")
+IPC=$(ipc_of "$WEIGHTED")
 FT="--unlearn_lr 0.01 --unlearn_epochs 10"; GA="--unlearn_lr 1e-4 --unlearn_epochs 5"
 if [ "${DIGITS:-0}" = 1 ]; then FT="$FT --batch_size 32"; GA="--unlearn_lr 1e-3 --unlearn_epochs 5 --batch_size 32"; fi
 for KIND in random herding; do   # the controls: real subsets of the same size
   [ -f "$ROOT/$KIND/distilled.pt" ] || $PY condense.py --method $KIND --ipc "$IPC" --mask "$MODEL" --save_dir "$ROOT/$KIND"
 done
-CLS=$($PY -c "import sys; a, _, b = sys.argv[1].partition('-'); print(' '.join(map(str, range(int(a), int(b or a) + 1))))" "$CLASSES")
-SDS=$($PY -c "import sys; a, _, b = sys.argv[1].partition('-'); print(' '.join(map(str, range(int(a), int(b or a) + 1))))" "$SEEDS")
+CLS=$(expand "$CLASSES"); SDS=$(expand "$SEEDS")
 JOBS=$ROOT/jobs.txt; : > "$JOBS"
 for C in $CLS; do for S in $SDS; do
   OUT=$ROOT/class$C/seed$S; COMMON="--mask $MODEL --class_to_replace $C --seed $S --quiet"
@@ -32,7 +32,7 @@ for C in $CLS; do for S in $SDS; do
     echo "$PY main_forget_distill.py $COMMON --distilled $FILE --data_tag $TAG --unlearn GA $GA --save_dir $OUT/$TAG-GA" >> "$JOBS"
   done
 done; done
-if [ -n "$GPUS" ]; then bash scripts/run_jobs.sh "$JOBS" --gpus "$GPUS"; else bash scripts/run_jobs.sh "$JOBS"; fi
+run_jobfile "$JOBS" "$GPUS"
 # one row per method and data over all classes and seeds
 $PY -m evaluation.summarize "$ROOT"/class* --label_keys dataset --out "$ROOT/table.md" --csv "$ROOT/table.csv" \
     --plot "$ROOT/bars.png"

@@ -22,7 +22,7 @@ done
 if [ -n "$gpus" ]; then IFS=, read -r -a slots <<< "$gpus"; else
   slots=(); for ((i = 0; i < parallel; i++)); do slots+=("cpu$i"); done; fi
 n=$(count "$jobs"); done_n=0; failed=()
-declare -A running  # pid -> "slot job"
+declare -A running=()  # pid -> "slot job" (=() so an empty job file leaves it set under set -u)
 finish() {  # reap the finished jobs, freeing their slots
   local pid status slot job
   wait -n 2>/dev/null

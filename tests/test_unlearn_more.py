@@ -28,13 +28,9 @@ def run(script, *args):
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory):
+def original(digits_original):
     """A ConvNet trained on the digits train split (it has seen every forget sample)."""
-    out = tmp_path_factory.mktemp("orig")
-    res = run("main_train.py", "--dataset", "digits", "--arch", "convnet", "--epochs", "8", "--batch_size", "32",
-              "--lr", "0.05", "--scheduler", "cosine", "--quiet", "--save_dir", str(out))
-    assert res.returncode == 0, res.stderr
-    return str(out / "model.pt")
+    return digits_original
 
 
 def load(original):

@@ -119,3 +119,11 @@ def test_run_cli_turns_usage_error_into_exit_2(capsys):
         utils.run_cli(main)
     assert e.value.code == 2
     assert capsys.readouterr().err == "error: --arch: unknown model 'x'\n"
+
+
+def test_checkpoints_with_numpy_values_still_load_weights_only(tmp_path):
+    utils.save_checkpoint({"metrics": {"auc": np.float64(51.5), "rows": np.arange(3)}, "t": (np.int64(2),)},
+                    str(tmp_path / "m.pt"))
+    loaded = utils.load_checkpoint(str(tmp_path / "m.pt"))
+    assert loaded == {"metrics": {"auc": 51.5, "rows": [0, 1, 2]}, "t": (2,)}
+    assert type(loaded["metrics"]["auc"]) is float

@@ -20,7 +20,6 @@ import os
 import torch
 import torch.nn.functional as F
 
-import training
 from datasets import Batch, DeviceLoader
 from models.common import Normalize
 from unlearn.common import register, run_epochs

@@ -79,7 +79,15 @@ class Context:
     seed: int = 0
     quiet: bool = True
     forget_classes: Optional[list] = None  # the forgotten classes when the forget set is whole classes, else None
+    heldout: object = None           # shuffled, un-augmented loader over held-out images never trained on, or None
     history: list = field(default_factory=list)
+
+    def require_heldout(self, method: str):
+        """The held-out loader, or a usage error when the split has none (ReGUn, A_AMU)."""
+        if self.heldout is None or len(self.heldout.indices) == 0:
+            raise UsageError(f"--split: {method} needs held-out images the model never trained on; train the "
+                             "original with --split regun (a held-out 10% taken first) and unlearn that model")
+        return self.heldout
 
     def generator(self, offset=0):
         """A fresh seeded generator on the device (random labels, ...)."""
@@ -148,6 +156,14 @@ def endless(loader):
             yield batch
         if empty:
             return
+
+
+def group_by_class(labels, num_classes):
+    """(order, count, start): the positions that sort `labels` by class (stable), and per class its count and
+    its first position in that order; class-informed draws (ReGUn, A_AMU) sample within these runs."""
+    order = torch.argsort(labels, stable=True)
+    count = torch.bincount(labels, minlength=num_classes)
+    return order, count, torch.cumsum(count, 0) - count
 
 
 def last_linear(model):

@@ -16,7 +16,6 @@ Defaults ReGUn's: 10 epochs, SGD lr 0.01, momentum 0.9, wd 0, batch 128.
 import math
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 import training

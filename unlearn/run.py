@@ -12,6 +12,7 @@ import models
 import training
 from datasets import forget_set, save_forget_indices
 from unlearn.common import Context
+from unlearn.references import reference_outputs
 from unlearn.setup import is_classwise
 from utils import Timer, UsageError, default_save_dir, prepare_save_dir, run_record, save_checkpoint, write_json
 
@@ -34,10 +35,11 @@ class Run:
     indices_file: str = ""
     amp: bool = False
     extra: dict = field(default_factory=dict)   # caller's extra config for results.json
+    label: str = ""                              # what to call the run when it is not one method (RUM's plan)
 
     @property
     def name(self):
-        return self.method.name if self.method else "none"
+        return self.label or (self.method.name if self.method else "none")
 
 
 def start_run(script, args, cfg, method, model, record, data, device, what_prefix="") -> Run:
@@ -58,29 +60,43 @@ def start_run(script, args, cfg, method, model, record, data, device, what_prefi
     return run
 
 
+def real_loaders(run: Run, seed: int):
+    """Shuffled retain and forget loaders over the real training images (augmented unless --no_aug)."""
+    augment = {"augment": None} if run.args.no_aug else {}
+    batch = run.cfg.batch_size
+    return (run.data.loader(run.retain_idx, train=True, batch_size=batch, seed=seed, **augment),
+            run.data.loader(run.forget_idx, train=True, batch_size=batch, seed=seed + 1, **augment))
+
+
 def make_context(run: Run, retain, forget, freeze_bn=False) -> Context:
-    r, device = run.record, run.device
+    r, device, data, cfg = run.record, run.device, run.data, run.cfg
     masks = {k: v.to(device) for k, v in r["masks"].items()} if r.get("masks") else None
+    heldout = (data.loader(data.heldout_idx, train=True, augment=None, batch_size=cfg.batch_size,
+                           seed=run.args.seed + 2) if len(data.heldout_idx) else None)
     return Context(
         retain=retain, forget=forget, num_classes=run.data.info.num_classes, device=device, amp=run.amp,
         masks=masks, freeze_bn=freeze_bn,
         make_model=lambda: models.get_model(r["arch"], r["num_classes"], r["in_channels"], r["im_size"],
                                             r["norm_mean"], r["norm_std"]).to(device),
         save_dir=run.args.save_dir, seed=run.args.seed, quiet=run.args.quiet,
-        forget_classes=run.forget_classes or None)
+        forget_classes=run.forget_classes or None, heldout=heldout)
 
 
 def execute(run: Run, ctx: Context, extra_metrics=None) -> dict:
     """Run the method (timed: RTE), evaluate on real data, write results (and model.pt), print one line."""
     args, data, model = run.args, run.data, run.model
+    references = (reference_outputs(run, ctx, args.references, args.reference_cache)
+                  if args.references else None)  # before the method: ctx still holds the original's masks
     with Timer(run.device) as t:
         if run.method is not None:
             model = run.method.run(model, ctx, run.cfg)
+    run.model = model  # a method may return a new module (retrain, BE): callers chaining steps need it
     metrics = evaluation.evaluate_unlearning(model, data, run.forget_idx, run.retain_idx,
-                                             run.forget_classes or None, amp=run.amp, mia_jobs=args.mia_jobs)
-    metrics.update(RTE_s=t.seconds, RTE_min=t.seconds / 60, **(extra_metrics(model) if extra_metrics else {}))
-    if args.retrain_result:
-        metrics["avg_gap"] = evaluation.avg_gap(metrics, evaluation.load_reference_metrics(args.retrain_result))
+                                             run.forget_classes or None, amp=run.amp, mia_jobs=args.mia_jobs,
+                                             outputs_path=os.path.join(args.save_dir, "outputs.npz"),
+                                             references=references, retrain_result=args.retrain_result)
+    metrics.update(RTE_s=t.seconds, RTE_min=t.seconds / 60)
+    metrics.update(extra_metrics(model) if extra_metrics else {})  # may override RTE (RUM: the sum of its steps)
     forget_info = {**run.forget, "classes": run.forget["classes"] or run.forget_classes or None,
                    "classwise": bool(run.forget_classes),
                    "indices_file": os.path.relpath(run.indices_file, args.save_dir)}
@@ -98,6 +114,6 @@ def execute(run: Run, ctx: Context, extra_metrics=None) -> dict:
                os.path.join(args.save_dir, "results.json"))
     gap = f"  gap {metrics['avg_gap']:.2f}" if "avg_gap" in metrics else ""
     print(f"{run.name}: UA {metrics['UA']:.2f}  RA {metrics['RA']:.2f}  TA {metrics['TA']:.2f}  "
-          f"MIA {metrics['MIA']:.2f}  RTE {t.seconds:.1f}s{gap}  ({run.forget['n']} forgotten, "
+          f"MIA {metrics['MIA']:.2f}  RTE {metrics['RTE_s']:.1f}s{gap}  ({run.forget['n']} forgotten, "
           f"{run.forget['kind']}) -> {args.save_dir}")
     return metrics

@@ -15,7 +15,6 @@ Presets (`--unlearn scrub@NAME`):
          --gamma/--beta open; filled with SCRUB's usual 1 / 0.5 (UNVERIFIED).
   regun  ReGUn mul/scrub.py + conf/unlearn/scrub.yaml: max steps in the first floor(E/2) epochs, wd 0
 """
-import torch
 import torch.nn.functional as F
 
 import training

@@ -10,6 +10,17 @@ from unlearn.common import METHODS, resolve
 from utils import UsageError, add_bool, add_forget_args, get_device
 
 
+def _at_least_one(text):
+    """argparse type of a count: a bad value becomes one `error: argument --flag: ...` line (utils.Parser)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_unlearn_args(p):
     g = p.add_argument_group("model and data")
     g.add_argument("--mask", "--model_path", dest="model_path", default=None,
@@ -18,6 +29,8 @@ def add_unlearn_args(p):
     g.add_argument("--data_path", "--data", dest="data_path", default="./data", help="dataset folder")
     g.add_argument("--split_seed", type=int, default=None,
                    help="default: the split the model was trained on; another one needs --force")
+    g.add_argument("--split", default=None,
+                   help="val10 or regun (default: the split the model was trained on; another one is refused)")
     add_bool(g, "--force", False, "allow a split seed other than the model's")
     add_forget_args(p)
     g = p.add_argument_group("unlearning")
@@ -50,7 +63,7 @@ def add_unlearn_args(p):
     g.add_argument("--kl_weight", type=float, default=None, help="SCRUB: weight of the KL to the teacher on retain")
     g.add_argument("--ce_weight", type=float, default=None, help="SCRUB: weight of the CE on retain")
     g.add_argument("--msteps", type=int, default=None, help="SCRUB: epochs (1-based) that start with a max step")
-    g.add_argument("--kd_T", type=float, default=None, help="SCRUB: distillation temperature")
+    g.add_argument("--kd_T", type=float, default=None, help="SCRUB: distillation temperature; ReGUn: temperature of the target and the student (1)")
     g.add_argument("--lr_decay_epochs", default=None,
                    help="SCRUB: comma list of epochs after which the lr is multiplied by 0.1 ('' = never)")
     g.add_argument("--forget_batch_size", type=int, default=None,
@@ -69,16 +82,45 @@ def add_unlearn_args(p):
     g.add_argument("--lur_sparsity", type=float, default=None,
                    help="LUR: saliency quantile above which weights are re-initialised (auto: 0.97 for 10 classes)")
     g.add_argument("--lur_inner_lr", type=float, default=None, help="LUR: step size of the differentiable inner step")
+    g.add_argument("--amu_reg", type=float, default=None,
+                   help="weight of A-AMU's MMD between forget and unseen (held-out) loss scores: A_AMU's lambda (34); "
+                        "FT's add-on (0 = off); needs --split regun")
+    g.add_argument("--amu_k", type=float, default=None, help="A-AMU: sharpness k of the soft rank (2)")
+    g.add_argument("--amu_kappa", type=float, default=None, help="A-AMU: clamp of the normal scores (60)")
+    g.add_argument("--amu_ratio", type=int, default=None,
+                   help="A-AMU: forget and unseen batch size as a multiple of the retain batch (4)")
+    g.add_argument("--regun_selector", default=None,
+                   help="ReGUn: held-out images per forget batch: class_informed (its class histogram; the paper's), "
+                        "uniform (a random batch; ReGUn's released config) or feature_1nn (nearest in feature space)")
+    g.add_argument("--regun_aggregation", default=None,
+                   help="ReGUn: one target per batch: mean_probs (mean of the softmaxes) or mean_logits")
+    g.add_argument("--retain_weight", type=float, default=None,
+                   help="ReGUn: weight w_r of the retain CE; the forget KL gets 1 - w_r (0.5)")
     g.add_argument("--batch_size", type=int, default=None, help="minibatch size (256; retrain: the original's)")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9; retrain: the original's)")
     g.add_argument("--weight_decay", type=float, default=None,
                    help="SGD weight decay (5e-4; retrain: the original's)")
     g.add_argument("--no_aug", action="store_true", help="no crop+flip on retain/forget batches")
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--retrain_result", default=None, help="a retrain results.json: adds avg_gap to it")
+    g.add_argument("--retrain_result", default=None,
+                   help="a retrain results.json: adds avg_gap, ToW, ToW_MIA to it (and, with its outputs.npz beside "
+                        "it, JS divergences and the entropy gap; with --references, GapAvg)")
+    g.add_argument("--references", type=_at_least_one, nargs="?", const=4, default=None, metavar="K",
+                   help="RMIA: train (or reuse from --reference_cache) K reference models on the retain set with "
+                        "the original's recipe, seeds seed+1..seed+K (bare flag: 4, ReGUn's count)")
+    g.add_argument("--reference_cache", default="runs/references",
+                   help="folder of cached reference models, one subfolder per content hash of data, split, forget "
+                        "set, recipe, arch and seeds")
     g.add_argument("--mia_jobs", type=int, default=5, help="parallel processes for the five SVC MIAs")
     g.add_argument("--save_model", action="store_true", help="also write the unlearned model.pt")
     g.add_argument("--amp", default="auto", help="bf16 autocast: auto (on for CUDA), bf16 or off")
+
+
+def method_keys(parser) -> set:
+    """Names of the flags a method reads (the `unlearning` and `method hyperparameters` groups): what a RUM
+    plan step may set."""
+    return {a.dest for g in parser._action_groups if g.title.startswith(("unlearning", "method hyperparameters"))
+            for a in g._group_actions}
 
 
 def load_original(args):
@@ -92,14 +134,19 @@ def load_original(args):
         raise UsageError(f"--mask: '{args.model_path}' does not say which dataset it was trained on")
     if args.dataset is not None and get_info(args.dataset).name != dataset:
         raise UsageError(f"--dataset: the model was trained on {dataset}, not {get_info(args.dataset).name}")
-    model_seed = (record.get("split") or {}).get("seed")
+    model_split = record.get("split") or {}
+    model_seed, split = model_split.get("seed"), model_split.get("name", "val10")
+    if getattr(args, "split", None) not in (None, split):
+        raise UsageError(f"--split: the model was trained on the {split} split, not {args.split} (a model cannot "
+                         "be unlearned on a split whose held-out or val images it has trained on)")
+    args.split = split
     if args.split_seed is None:
         args.split_seed = 1 if model_seed is None else model_seed
     elif model_seed is not None and args.split_seed != model_seed and not args.force:
         raise UsageError(f"--split_seed: the model was trained on split seed {model_seed}, not "
                          f"{args.split_seed} (another split would put its training images in val; --force to insist)")
     args.dataset = dataset
-    data = load_data(dataset, args.data_path, device, args.split_seed)
+    data = load_data(dataset, args.data_path, device, args.split_seed, split)
     return model, record, data, device
 
 
@@ -118,7 +165,8 @@ UNLEARN_RECIPE = {"batch_size": 256, "momentum": 0.9, "weight_decay": 5e-4, "sch
 
 
 CHOICES = {"ssd_importance": ("batch", "sample"), "epoch_over": ("retain", "forget"),
-           "mask_variant": ("default", "legacy")}
+           "mask_variant": ("default", "legacy"), "regun_selector": ("class_informed", "uniform", "feature_1nn"),
+           "regun_aggregation": ("mean_probs", "mean_logits")}
 
 
 def method_config(args, record):
