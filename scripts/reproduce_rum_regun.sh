@@ -38,8 +38,8 @@ train() {  # OUT FLAGS...: the original model, unless it is there
 # ---- RUM: memorisation groups by the confidence proxy, sequential unlearning, ToW / ToW-MIA
 train "$ROOT/rum/original" $TRAIN --record_events
 MODEL=$ROOT/rum/original/model.pt; EVENTS=$ROOT/rum/original/events.npz
-GROUPS="--proxy_file $EVENTS --proxy confidence --forget_group mix --num_indexes_to_replace $N_MIX"
-$PY datasets.py --dataset "$DATASET" $GROUPS --mask "$MODEL" --save_dir "$ROOT/rum/forget" | tail -n 1
+MIX_FLAGS="--proxy_file $EVENTS --proxy confidence --forget_group mix --num_indexes_to_replace $N_MIX"
+$PY datasets.py --dataset "$DATASET" $MIX_FLAGS --mask "$MODEL" --save_dir "$ROOT/rum/forget" | tail -n 1
 FSET=$ROOT/rum/forget/forget_indices.npy   # the union of groups.npz beside it: what retrain forgets
 declare -A PLAN=([salun]="low=none; mid=FT,unlearn_lr=0.1,unlearn_epochs=10; high=SalUn,unlearn_lr=0.1,unlearn_epochs=5"
                  [ng]="low=NG,alpha=0.99; mid=NG,alpha=0.97; high=NG,alpha=0.97,unlearn_lr=1e-3,unlearn_epochs=10")
@@ -59,8 +59,9 @@ done
 FAILED=0
 run_jobfile "$RETRAIN" "$GPUS" "$PARALLEL" || FAILED=1
 run_jobfile "$JOBS" "$GPUS" "$PARALLEL" || FAILED=1
-$PY -m evaluation.summarize "$ROOT"/rum/seed* --label_keys dataset --ci t95 --out "$ROOT/rum/table.md" \
-    --csv "$ROOT/rum/table.csv"
+# each run's own results.json only (the step<k>-* folders inside a RUM run hold its intermediate models)
+$PY -m evaluation.summarize "$ROOT"/rum/seed*/*/results.json --label_keys dataset --ci t95 \
+    --out "$ROOT/rum/table.md" --csv "$ROOT/rum/table.csv"
 
 # ---- ReGUn: the regun split, random 1% / 10%, RMIA with K = 4 references, GapAvg
 train "$ROOT/regun/original" $TRAIN_REGUN --split regun
