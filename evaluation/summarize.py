@@ -107,6 +107,8 @@ def summarize(paths, label_keys=None, ci="std") -> list:
         except (OSError, ValueError) as e:  # half-written by hand or a foreign tool: report, keep going
             print(f"skipped {path}: not readable JSON ({type(e).__name__})")
             continue
+        if result.get("script") == "main_rum.py" and "step" in result.get("config", {}):
+            continue  # a RUM run's intermediate model: its final results.json reports the run (and its steps)
         metrics = with_costs(result.get("metrics") or {})
         groups.setdefault((method_of(result), label_of(result, label_keys)), []).append((path, metrics))
     if not groups:

@@ -82,6 +82,8 @@ def test_a_real_run_saves_every_step_and_resumes_without_redoing_them(setup, tmp
     steps = result["config"]["steps"]
     assert result["forget"]["n"] == 60 and [s["group"] for s in steps] == ["low", "mid", "high"]
     assert result["metrics"]["RTE_s"] == pytest.approx(sum(s["RTE_s"] for s in steps))
+    from evaluation.summarize import summarize  # one row: the steps' results.json are the run's insides
+    assert [r["method"] for r in summarize(str(tmp_path))] == ["rum: low=none > mid=none > high=FT"]
     again = run("main_rum.py", *args)
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout
 
