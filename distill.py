@@ -193,7 +193,8 @@ def main():
     state = {"iteration": 0, "history": [], "evals": [], "best": None}
     if os.path.isfile(paths["last"]):
         last = load_checkpoint(paths["last"])
-        changed = [f"--{k}" for k in RESUME_KEYS if last["config"].get(k) != getattr(args, k)]
+        saved = {**training.RESUME_DEFAULTS, **last["config"]}
+        changed = [f"--{k}" for k in RESUME_KEYS if saved.get(k) != getattr(args, k)]
         if changed:
             raise UsageError(f"{paths['last']} was made with other {', '.join(changed)}; use the same flags or "
                              "another --save_dir")

@@ -163,6 +163,7 @@ RECIPE_KEYS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "schedu
                "no_aug")
 # Flags that must match for last.pt to be continued (the rest, e.g. --quiet, may change between runs).
 RESUME_KEYS = ("dataset", "arch", *RECIPE_KEYS, "train_on", "seed", "split_seed", "split", "norm_mean", "norm_std")
+RESUME_DEFAULTS = {"split": "val10"}  # keys added later: what a last.pt written before them was made with
 
 
 def add_recipe_args(p, epochs: int = 182) -> None:
@@ -241,7 +242,8 @@ def fit(model, optimizer, scheduler, train_loader, val_loader, epochs, last_path
     start_epoch, history, train_seconds = 0, [], 0.0
     if os.path.isfile(last_path):
         state = load_checkpoint(last_path, map_location=device)
-        changed = [k for k in resume_keys if state["config"].get(k) != config.get(k)]
+        saved = {**RESUME_DEFAULTS, **state["config"]}
+        changed = [k for k in resume_keys if saved.get(k) != config.get(k)]
         if changed:
             raise UsageError(f"--save_dir: last.pt there was made with other {', '.join('--' + k for k in changed)}"
                              "; use another --save_dir or the same flags")

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import models
+import training
+from utils import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet"]
@@ -77,3 +79,18 @@ def test_missing_data_without_network(tmp_path):
     out = run_train("--dataset", "cifar10", "--data_path", str(tmp_path), "--epochs", "1", "--quiet",
                     "--save_dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "--data_path" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_last_pt_from_before_the_split_flag_still_resumes(tmp_path, digits):
+    def fit(config, **kw):
+        torch.manual_seed(0)
+        model = models.get_model("convnet", 10, 1, 8, digits.info.mean, digits.info.std)
+        opt = training.build_optimizer(model.parameters(), 0.05)
+        loader = digits.loader("train", train=True, batch_size=256)
+        return training.fit(model, opt, training.build_scheduler(opt, "constant", 2), loader,
+                            digits.loader("val"), 2, str(tmp_path / "last.pt"), config, quiet=True, **kw)
+    assert not fit({"dataset": "digits"}, stop_after=1)[3]  # written before `split` was a resume key
+    history, _, epochs_run, done = fit({"dataset": "digits", "split": "val10"})
+    assert done and epochs_run == 1 and len(history) == 2
+    with pytest.raises(UsageError, match="--split"):
+        fit({"dataset": "digits", "split": "regun"})
