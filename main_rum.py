@@ -143,6 +143,8 @@ def main():
     args = p.parse_args()
     if not args.plan:
         raise UsageError("--plan: give the steps, e.g. 'low=none; mid=FT,unlearn_lr=0.1; high=SalUn'")
+    if args.unlearn is not None:
+        raise UsageError("--unlearn: main_rum.py takes its methods from --plan (e.g. 'all=NG' for one method)")
     steps = parse_plan(args.plan, method_keys(p) - {"unlearn"})
     args.unlearn = "none"
     model, record, data, device = load_original(args)
