@@ -2,8 +2,10 @@
 
 1. Per-class diagonal Fisher on the retain set (eval mode, no augmentation, batches of 32 in dataset order):
        F = mean over batches of sum_y mean_b p(y | x_b) * (grad of mean_b CE(f(x_b), y))^2
-   The released code makes K backward passes per batch; here the K class losses of a batch are differentiated
-   at once (torch.func.jacrev, vmapped over classes), the same quantity in one batched computation.
+   The released code makes K backward passes per batch (class_fisher_loop). On CUDA the K class losses of a
+   batch are differentiated at once instead (class_fisher: torch.func.jacrev, vmapped over classes), the same
+   quantity in one batched computation; on a CPU the loop is kept, measured 2x faster there (bench/ff_fisher.py,
+   docs/results/cpu_benchmarks.md).
 2. Per parameter tensor: var = alpha * clamp(1 / (F + 1e-8), max 1e3; max 1e2 for the output layer), averaged over
    dim 1 for tensors with more than one dimension (as released); mean = the original weights. For the output
    layer's rows of forgotten classes: mean 0 and var 1e-4. Then var x10 on the output layer, else x10 on 1-D
@@ -51,6 +53,25 @@ def class_fisher(model, loader, num_classes):
     return {n: f / max(batches, 1) for n, f in fisher.items()}
 
 
+def class_fisher_loop(model, loader, num_classes):
+    """The same Fisher the released way, K backward passes per batch: what class_fisher is checked against
+    (tests) and timed against (bench/ff_fisher.py)."""
+    model.eval()
+    named = list(model.named_parameters())
+    fisher = {n: torch.zeros_like(p) for n, p in named}
+    batches = 0
+    for b in loader:
+        w = torch.ones(len(b.y), device=b.x.device) if b.weight is None else b.weight
+        log_p = F.log_softmax(model(b.x).float(), dim=1)
+        prob = log_p.exp().mean(0).detach()
+        for y in range(num_classes):
+            grads = torch.autograd.grad(-(w * log_p[:, y]).mean(), [p for _, p in named], retain_graph=True)
+            for (n, _), g in zip(named, grads):
+                fisher[n] += prob[y] * g.float() ** 2
+        batches += 1
+    return {n: f / max(batches, 1) for n, f in fisher.items()}
+
+
 def forget_rows(ctx, cfg):
     """Output-layer rows to zero: the forgotten classes (class-wise only), or legacy's --class_to_replace."""
     if cfg.variant == "legacy":
@@ -83,7 +104,8 @@ def add_fisher_noise(model, fisher, alpha, rows, generator):
 
 @register("FF", "fisher_new", defaults={"alpha": 3e-8}, variants=("default", "legacy"), iterative=False)
 def fisher_forgetting(model, ctx, cfg):
-    fisher = class_fisher(model, plain_loader(ctx.retain, FISHER_BATCH), ctx.num_classes)
+    fisher_of = class_fisher if ctx.device.type == "cuda" else class_fisher_loop
+    fisher = fisher_of(model, plain_loader(ctx.retain, FISHER_BATCH), ctx.num_classes)
     add_fisher_noise(model, fisher, cfg.alpha, forget_rows(ctx, cfg), ctx.generator(offset=3))
     training.apply_masks(model, ctx.masks)  # pruned weights stay exactly zero
     return model
