@@ -4,7 +4,6 @@ condenser comparison script in its tiny mode."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -19,15 +18,15 @@ from unlearn import a_amu
 from unlearn.a_amu import mmd, soft_probit
 from unlearn.common import Context
 from utils import UsageError
+import helpers
+from helpers import ONE_THREAD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS = 3
 
 
 def run(script, *args, env=None):
-    cmd = ["bash", script, *args] if script.endswith(".sh") else [sys.executable, script, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return helpers.run(script, *args, env={**ONE_THREAD, **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """main_forget_distill.py and condense.py on digits: distilled data stands in for real data correctly."""
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,14 +9,12 @@ import torch
 import models
 from unlearn.common import Context, get_method
 from utils import UsageError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+import helpers
+from helpers import ONE_THREAD
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV)
+    return helpers.run(script, *args, env=ONE_THREAD)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ promised shapes, score files load, the subsampling estimator is right and resume
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,13 +16,7 @@ import main_train
 import models
 import training
 from utils import UsageError, add_common_args, add_forget_args, make_parser, save_checkpoint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT)
+from helpers import run
 
 
 def main_of(module, monkeypatch, *argv):

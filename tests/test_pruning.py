@@ -15,14 +15,10 @@ import backdoor
 import models
 import pruning
 from datasets import get_info
+from helpers import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet"]
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT)
 
 
 def conv_zeros(state, names):

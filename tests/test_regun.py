@@ -1,7 +1,5 @@
 """The ReGUn split (a held-out part taken first) and the ReGUn method on digits."""
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -13,13 +11,7 @@ import main_forget
 import models
 from unlearn.regun import HeldoutPool, select_class_informed, target_distribution
 from utils import UsageError, save_checkpoint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT)
+from helpers import run
 
 
 @pytest.fixture(scope="module")

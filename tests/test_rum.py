@@ -1,7 +1,6 @@
 """The RUM sequential runner (main_rum.py): retain bookkeeping, baselines, resuming, bad plans."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -9,13 +8,7 @@ import pytest
 
 import main_rum
 import datasets
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT)
+from helpers import run
 
 
 @pytest.fixture(scope="module")

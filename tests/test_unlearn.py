@@ -1,9 +1,6 @@
 """Unlearning methods on digits: each does what it claims, and main_forget.py rejects bad input cleanly."""
 import argparse
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,13 +12,7 @@ from datasets import select_forget
 from unlearn.common import Context
 from unlearn.l1_sparse import l1_coefficient
 from unlearn.salun import saliency_mask
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT)
+from helpers import run
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ import argparse
 import copy
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,14 +15,14 @@ import unlearn
 from unlearn import amun, boundary, common, ff, iu, lur, scrub, ssd
 from unlearn.common import Context, FrozenTeacher
 from unlearn.salun_soft import soft_threshold_
+import helpers
+from helpers import ONE_THREAD
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS = 3
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return helpers.run(script, *args, env=ONE_THREAD)
 
 
 @pytest.fixture(scope="module")
