@@ -40,6 +40,8 @@ from torch import nn
 import augment
 import buffers
 import distillation as dd
+import training
+from datasets import DeviceLoader
 from models.common import Normalize
 from utils import UsageError, load_checkpoint, save_checkpoint, write_json
 
@@ -65,11 +67,10 @@ def class_pools(pool: np.ndarray, y: np.ndarray, num_classes: int, ipc: int) -> 
     return out
 
 
-@torch.no_grad()
 def embed(model, x_uint8, batch=1024):
-    """Penultimate features of uint8 images, in batches."""
-    model.eval()
-    return torch.cat([model.embed(x_uint8[s:s + batch].float() / 255) for s in range(0, len(x_uint8), batch)])
+    """Penultimate features of uint8 images, in batches (the labels a loader carries are unused here)."""
+    unlabelled = torch.zeros(len(x_uint8), dtype=torch.long, device=x_uint8.device)
+    return training.embed(model, DeviceLoader(x_uint8, unlabelled, batch_size=batch))
 
 
 def gather(x, indices):

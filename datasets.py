@@ -303,10 +303,17 @@ class DeviceLoader:
             x = self.images.index_select(0, idx)  # same as images[idx], far faster on CPU
             if self.augment is not None:
                 x = self.augment(x, generator=self.generator)
-            x = x.float().div_(255) if x.dtype == torch.uint8 else x
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield Batch(x, self.labels.index_select(0, idx), None if self.weights is None else self.weights[sel], idx)
+            yield Batch(self._present(x), self.labels.index_select(0, idx),
+                        None if self.weights is None else self.weights[sel], idx)
+
+    def _present(self, x):
+        """Images as batches serve them: uint8 -> float in [0, 1], in the loader's memory format."""
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def images_at(self, rows):
+        """The un-augmented images at source rows `rows` (a device tensor), presented as batches are."""
+        return self._present(self.images.index_select(0, rows))
 
 
 def train_augment(info: DatasetInfo):

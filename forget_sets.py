@@ -291,11 +291,9 @@ def shuffle_groups(groups: dict, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # Entanglement (RUM 2.9.5), on penultimate features of the original model
 
-@torch.no_grad()
 def features(model, data, indices, batch_size=1024) -> torch.Tensor:
     """model.embed of train images (eval mode, no augmentation), float32 [len(indices), D] on the device."""
-    model.eval()
-    return torch.cat([model.embed(b.x).float() for b in data.loader(indices, batch_size=batch_size)])
+    return training.embed(model, data.loader(indices, batch_size=batch_size))
 
 
 def entanglement_score(f_retain: torch.Tensor, f_forget: torch.Tensor) -> float:

@@ -139,6 +139,19 @@ def predict(model, loader, amp=False):
     return torch.cat(logits), torch.cat(labels)
 
 
+@torch.no_grad()
+def embed(model, loader, amp=False):
+    """Penultimate features (model.embed) of every sample, float32 [N, D] on the device, in loader order;
+    eval mode. What herding, k-center, entanglement scores and feature caches are computed from."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for batch in loader:
+        with autocast(device, amp):
+            chunks.append(model.embed(batch.x).float())
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0, device=device)
+
+
 def evaluate(model, loader, amp=False) -> dict:
     """Accuracy (percent) and mean CE of a model on a loader; one host sync."""
     logits, labels = predict(model, loader, amp)

@@ -43,18 +43,6 @@ class Outputs:
         return self[part]["probs"].argmax(1) == self[part]["labels"]
 
 
-@torch.no_grad()
-def _embed(model, loader, amp) -> np.ndarray:
-    """Penultimate features (model.embed) in loader order; a second pass, paid only when asked for."""
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    for batch in loader:
-        with training.autocast(device, amp):
-            chunks.append(model.embed(batch.x).float().cpu())
-    return torch.cat(chunks).numpy().astype(np.float16)
-
-
 def _part_outputs(model, data, indices, test, amp, batch_size, features) -> dict:
     if len(indices) == 0:  # nothing to run (e.g. no held-out part in a val10 split)
         arrays = {"probs": np.zeros((0, data.info.num_classes), np.float32), "labels": np.zeros(0, np.int64),
@@ -67,7 +55,8 @@ def _part_outputs(model, data, indices, test, amp, batch_size, features) -> dict
         arrays = {"probs": torch.softmax(logits, 1).cpu().numpy(), "labels": labels.cpu().numpy(),
                   "losses": F.cross_entropy(logits, labels, reduction="none").cpu().numpy()}
         if features:
-            arrays["features"] = _embed(model, loader, amp)
+            # a second pass, paid only when asked for
+            arrays["features"] = training.embed(model, loader, amp).cpu().numpy().astype(np.float16)
     arrays["indices"] = np.asarray(indices, dtype=np.int64)
     return arrays
 

@@ -57,9 +57,7 @@ def setting(cfg, key):
 
 def gather(loader, rows):
     """Images at `rows` of a DeviceLoader's tensors, as its batches present them (no augmentation)."""
-    x = loader.images.index_select(0, rows)
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x
-    return x.contiguous(memory_format=torch.channels_last) if loader.channels_last else x
+    return loader.images_at(rows)
 
 
 class HeldoutRows:
