@@ -148,6 +148,7 @@ def main():
     started = time.perf_counter()
     args = parse_args()
     info = check_args(args)
+    buffers.warn_small_norm_maps(args.model, info)
     device = get_device(args.device)
     data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     forget, forget_desc = forget_set(args, data)

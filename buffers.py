@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 
 import numpy as np
 import torch
@@ -110,6 +111,22 @@ def build_expert(arch: str, info, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return models.get_model(canonical_model(arch), info.num_classes, info.channels, info.im_size)
+
+
+def warn_small_norm_maps(arch: str, info) -> None:
+    """A ConvNet whose last instance norm sees a map of 2x2 or less normalises 4 values or fewer by their own
+    spread: the gradients (and meta-gradients) become huge and erratic. ConvNetD3 on 8x8 digits is such a
+    case (docs/results/distill_digits.md): warn, and name the depth that keeps the maps at 4x4 or more."""
+    m = re.fullmatch(r"convnetd(\d)", canonical_model(arch))
+    if not m:
+        return
+    depth = int(m.group(1))
+    last_map = info.im_size // 2 ** (depth - 1)
+    if last_map <= 2:
+        ok = max(1, int(math.log2(max(info.im_size // 4, 1))) + 1)
+        print(f"warning: {model_dirname(arch)} on {info.im_size}x{info.im_size} images normalises {last_map}x{last_map} "
+              f"maps in its last block, which makes trajectory matching erratic; use --model ConvNetD{ok}",
+              file=sys.stderr)
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:

@@ -60,6 +60,9 @@ def parse_args(argv=None):
     g.add_argument("--lr_img", type=float, default=1000, help="SGD lr of the pixels")
     g.add_argument("--lr_lr", type=float, default=1e-5, help="SGD lr of the learnable step size")
     g.add_argument("--lr_teacher", type=float, default=0.01, help="initial learnable step size")
+    g.add_argument("--lr_floor", type=float, default=None,
+                   help="the learned step size is clamped at this floor (default lr_teacher / 100; MTT has none "
+                        "and a negative lr trains nothing); clamped iterations are counted in results.json")
     g.add_argument("--lr_weights", type=float, default=0.01, help="SGD lr of the per-image weights (0: unweighted)")
     g.add_argument("--batch_syn", type=int, default=None, help="synthetic minibatch (default: all images)")
     g.add_argument("--pix_init", default="real", help="real (random real images per class) or noise")
@@ -105,6 +108,9 @@ def check_args(args):
             raise UsageError(f"--{flag}: must be non-negative, got {getattr(args, flag)}")
     if args.pix_init not in ("real", "noise"):
         raise UsageError(f"--pix_init: '{args.pix_init}' is not one of real, noise")
+    args.lr_floor = args.lr_teacher / 100 if args.lr_floor is None else args.lr_floor
+    if not 0 <= args.lr_floor <= args.lr_teacher:
+        raise UsageError(f"--lr_floor: must be in [0, --lr_teacher {args.lr_teacher}], got {args.lr_floor}")
     n = args.ipc * info.num_classes
     args.batch_syn = args.batch_syn or n
     if not 1 <= args.batch_syn <= n:
@@ -171,6 +177,7 @@ def main():
     seed_everything(args.seed)
     folder, records = find_buffer(args, info)
     record = records[0][1]
+    buffers.warn_small_norm_maps(args.model, info)
     data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     space = dd.TrainingSpace.of_buffer(records[0][0], record, device)
     student = dd.Student(buffers.build_expert(args.model, info, 0).to(device))
@@ -180,7 +187,7 @@ def main():
     generator = torch.Generator().manual_seed(args.seed)  # every random choice of the run (CPU, resumable)
     images, init_indices = initial_images(args, info, data, record, space, generator, device)
     syn = dd.SyntheticSet(images, dd.class_labels(info.num_classes, args.ipc, device), args.lr_teacher,
-                          args.lr_img, args.lr_lr, args.lr_weights)
+                          args.lr_img, args.lr_lr, args.lr_weights, args.lr_floor)
     cfg = dd.IterConfig(args.syn_steps, args.batch_syn, args.max_start_epoch, args.expert_epochs, args.grad_mode,
                         args.weight_grad, None if (args.no_aug or not args.dsa) else args.dsa_strategy)
     eval_strategy = args.dsa_strategy if args.dsa else None
@@ -244,6 +251,9 @@ def main():
                 break
             stats = dd.distill_iteration(student, syn, pool, generator, cfg)
             state["history"].append({"it": it, **stats})
+            if stats["lr_clamped"] and sum(h.get("lr_clamped", False) for h in state["history"]) == 1:
+                bar.write(f"it {it}: the learned lr fell below --lr_floor {args.lr_floor:.3g} and is clamped there "
+                          "(lower --lr_lr if this repeats; results.json counts the clamped iterations)")
             state["iteration"] = it + 1
             if (it + 1) % args.save_every == 0:
                 save_last()
@@ -266,6 +276,7 @@ def main():
                "best_val_acc": best.get("val_acc"), "best_test_acc": best.get("test_acc"), "best_it": best.get("it"),
                "lr": syn.lr_value, "w_std": float(syn.weights.detach().std()) if len(syn.weights) > 1 else 0.0,
                "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+               "lr_clamped": sum(h.get("lr_clamped", False) for h in state["history"]),
                "iterations": args.Iteration,
                "s_per_it_incl_eval": (time.perf_counter() - loop_started) / iters if iters else None}
     weights = syn.weights.detach().cpu()

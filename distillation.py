@@ -212,10 +212,12 @@ def _reverse(step, theta0, target, images, lr, weights, plan, learn_w, weight_gr
 
 class SyntheticSet:
     """Images (training space), hard labels, alpha and per-image weights, with their optimizers
-    (SGD, momentum 0.5). lr_weights == 0: the weights are not learned and stay exactly 1."""
+    (SGD, momentum 0.5). lr_weights == 0: the weights are not learned and stay exactly 1.
+    lr_floor: alpha never goes below it (MTT lets alpha go negative, which trains nothing; see apply)."""
 
-    def __init__(self, images, labels, lr_init, lr_img, lr_lr, lr_weights):
+    def __init__(self, images, labels, lr_init, lr_img, lr_lr, lr_weights, lr_floor=0.0):
         device = images.device
+        self.lr_floor = float(lr_floor)
         self.images = images.detach().clone().requires_grad_(True)
         self.labels = labels.to(device)
         self.lr = torch.tensor(float(lr_init), device=device, requires_grad=True)
@@ -240,11 +242,15 @@ class SyntheticSet:
         w2 = self.weights.detach().square()
         return w2 / w2.mean()
 
-    def apply(self, grad: MetaGrad) -> None:
-        """One SGD-momentum step on images, alpha and weights; then the weights back to mean 1 (MU-WDD)."""
+    def apply(self, grad: MetaGrad) -> torch.Tensor:
+        """One SGD-momentum step on images, alpha and weights; then the weights back to mean 1 (MU-WDD).
+        Returns whether alpha was clamped at lr_floor (a 0-d bool tensor: no host sync here)."""
         self.images.grad, self.lr.grad = grad.images, grad.lr
         self.opt_img.step()
         self.opt_lr.step()
+        clamped = self.lr.detach() < self.lr_floor
+        with torch.no_grad():
+            self.lr.clamp_(min=self.lr_floor)
         if self.learn_weights:
             self.weights.grad = grad.weights
             self.opt_w.step()
@@ -252,6 +258,7 @@ class SyntheticSet:
                 self.weights.mul_(len(self.weights) / self.weights.sum())
         for p in (self.images, self.lr, self.weights):
             p.grad = None
+        return clamped
 
     def values(self):
         """Copies of the learned tensors (not the optimizer states), for restore()."""
@@ -388,10 +395,11 @@ def distill_iteration(student, syn: SyntheticSet, pool: ExpertPool, generator, c
     grad = meta_gradient(student, theta0, target, syn.images, syn.labels, syn.lr, syn.inner_weights, plan,
                          cfg.grad_mode, cfg.weight_grad, cfg.dsa_strategy)
     before = syn.values()
-    syn.apply(grad)
+    clamped = syn.apply(grad)
     # one host sync: the statistics, and whether the loss, the gradients and the updated set are finite
     w = syn.weights.detach()
-    stats = [grad.loss, syn.lr.detach(), w.std() if len(w) > 1 else w.new_zeros(()), w.min(), w.max()]
+    stats = [grad.loss, syn.lr.detach(), w.std() if len(w) > 1 else w.new_zeros(()), w.min(), w.max(),
+             clamped.to(w.dtype)]
     checked = [grad.loss, grad.lr, grad.images.abs().amax(), syn.images.detach().abs().amax(), syn.lr.detach()]
     checked += [] if grad.weights is None else [grad.weights.abs().amax(), w.abs().amax()]
     finite = torch.isfinite(torch.stack(checked)).all().to(w.dtype)
@@ -401,7 +409,9 @@ def distill_iteration(student, syn: SyntheticSet, pool: ExpertPool, generator, c
         raise Diverged(f"the matching loss, its gradient or the updated set became non-finite (loss "
                        f"{stats[0]:.4g}, expert {expert}, start epoch {start}); lower --lr_img / --lr_lr / "
                        "--lr_weights")
-    return dict(zip(("loss", "lr", "w_std", "w_min", "w_max"), stats), expert=expert, start=start)
+    stats = dict(zip(("loss", "lr", "w_std", "w_min", "w_max", "lr_clamped"), stats), expert=expert, start=start)
+    stats["lr_clamped"] = bool(stats["lr_clamped"])
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,12 +40,14 @@ done
 
 if [ "${1:-}" != "--tiny" ]; then
   echo "== 3. distillation branch: buffer, distill (weighted, unweighted), herding control; unlearn class 3 with them"
-  $PY buffer.py --dataset digits --model ConvNetD3 --num_experts 4 --train_epochs 6 --save_interval 2 \
+  # ConvNetD2, not D3: on 8x8 digits D3's last instance norm sees 2x2 maps and matching goes erratic
+  # (docs/results/distill_digits.md has the diagnosis and this setting's numbers over 3 seeds)
+  $PY buffer.py --dataset digits --model ConvNetD2 --num_experts 4 --train_epochs 10 --save_interval 2 \
       --batch_train 64 --buffer_path "$OUT/buffers" --seed "$SEED" --quiet | tail -n 1
   for W in 0.01 0; do
-    $PY distill.py --dataset digits --model ConvNetD3 --ipc 2 --syn_steps 10 --expert_epochs 2 --max_start_epoch 3 \
-        --lr_img 1 --lr_lr 1e-7 --lr_teacher 0.01 --lr_weights $W --Iteration 20 --eval_it 20 --num_eval 1 \
-        --epoch_eval_train 50 --buffer_path "$OUT/buffers" --seed "$SEED" --save_dir "$OUT/distill-w$W" --quiet | tail -n 1
+    $PY distill.py --dataset digits --model ConvNetD2 --ipc 2 --syn_steps 10 --expert_epochs 2 --max_start_epoch 3 \
+        --lr_img 100 --lr_lr 1e-5 --lr_teacher 0.01 --lr_weights $W --Iteration 60 --eval_it 60 --num_eval 2 \
+        --epoch_eval_train 300 --buffer_path "$OUT/buffers" --seed "$SEED" --save_dir "$OUT/distill-w$W" --quiet | tail -n 1
   done
   $PY condense.py --method herding --ipc 2 --mask "$OUT/original/model.pt" --save_dir "$OUT/herding" | tail -n 1
   for D in weighted:distill-w0.01 unweighted:distill-w0 herding:herding; do
