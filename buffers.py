@@ -123,7 +123,7 @@ def warn_small_norm_maps(arch: str, info) -> None:
     depth = int(m.group(1))
     last_map = info.im_size // 2 ** (depth - 1)
     if last_map <= 2:
-        ok = max(1, int(math.log2(max(info.im_size // 4, 1))) + 1)
+        ok = int(math.log2(max(info.im_size // 4, 1))) + 1  # the deepest with last maps of 4x4 or more
         print(f"warning: {model_dirname(arch)} on {info.im_size}x{info.im_size} images normalises {last_map}x{last_map} "
               f"maps in its last block, which makes trajectory matching erratic; use --model ConvNetD{ok}",
               file=sys.stderr)

@@ -241,6 +241,7 @@ def main():
     record_head = run_record("distill.py", args, device)
     loop_started = time.perf_counter()
     it = first
+    clamped = sum(h.get("lr_clamped", False) for h in state["history"])  # iterations with alpha at the floor
     try:
         for it in range(first, end + 1):
             state["iteration"] = it
@@ -251,7 +252,8 @@ def main():
                 break
             stats = dd.distill_iteration(student, syn, pool, generator, cfg)
             state["history"].append({"it": it, **stats})
-            if stats["lr_clamped"] and sum(h.get("lr_clamped", False) for h in state["history"]) == 1:
+            clamped += stats["lr_clamped"]
+            if stats["lr_clamped"] and clamped == 1:
                 bar.write(f"it {it}: the learned lr fell below --lr_floor {args.lr_floor:.3g} and is clamped there "
                           "(lower --lr_lr if this repeats; results.json counts the clamped iterations)")
             state["iteration"] = it + 1
@@ -276,7 +278,7 @@ def main():
                "best_val_acc": best.get("val_acc"), "best_test_acc": best.get("test_acc"), "best_it": best.get("it"),
                "lr": syn.lr_value, "w_std": float(syn.weights.detach().std()) if len(syn.weights) > 1 else 0.0,
                "final_loss": state["history"][-1]["loss"] if state["history"] else None,
-               "lr_clamped": sum(h.get("lr_clamped", False) for h in state["history"]),
+               "lr_clamped": clamped,
                "iterations": args.Iteration,
                "s_per_it_incl_eval": (time.perf_counter() - loop_started) / iters if iters else None}
     weights = syn.weights.detach().cpu()
