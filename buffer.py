@@ -16,7 +16,7 @@ own --buffer_path (or --save_dir, which names the exact folder instead of the on
 never mixes buffers made from different data or flags.
 
 Files: <buffer_path>/<DATASET>[_NO_ZCA]/<Model>/replay_buffer_<k>.pt (e.g. buffers/CIFAR10/ConvNetD3), file k
-holding experts k*save_interval ... (global indices; contents in buffers.py), plus one shared zca.pt, and
+holding experts k*save_interval ... (global indices; contents in experts.py), plus one shared zca.pt, and
 results.json (results_from<K>.json for a run starting at expert K). A file is written atomically when its
 experts are done; a rerun skips complete files, so kill -9 loses at most the file in progress.
 Sharding: --expert_offset K (a multiple of --save_interval) starts at expert K; in a SLURM job array it
@@ -27,17 +27,17 @@ jobs gives the same buffer.
 import math
 import os
 import time
-from functools import partial
 
 import numpy as np
 import torch
 
-import augment
-import buffers
 import training
-from datasets import DeviceLoader, forget_set, get_info, load_data, save_forget_indices
-from utils import (Timer, UsageError, add_bool, add_common_args, add_data_args, add_forget_args, get_device,
-                   make_parser, prepare_save_dir, run_cli, run_record, save_checkpoint, write_json)
+from datasets import DeviceLoader, get_info, load_data, save_forget_indices
+from distillation import experts
+from forget_sets import forget_set
+from training import augment
+from utils import (UsageError, add_bool, add_common_args, add_data_args, add_forget_args, get_device, make_parser,
+                   prepare_save_dir, run_cli, run_record, save_checkpoint, write_json)
 
 # Flags that must agree between the files of one buffer folder (num_experts/expert_offset may differ: that is
 # how shards and later extensions add files; the training data are compared through source_digest).
@@ -77,7 +77,7 @@ def parse_args(argv=None):
 def check_args(args):
     info = get_info(args.dataset)
     args.dataset = info.name
-    args.model = buffers.canonical_model(args.model)
+    args.model = experts.canonical_model(args.model)
     for flag in ("num_experts", "train_epochs", "batch_train", "save_interval"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag}: must be at least 1, got {getattr(args, flag)}")
@@ -98,7 +98,7 @@ def check_args(args):
         raise UsageError(f"--expert_offset: must be a non-negative multiple of --save_interval "
                          f"({args.save_interval}), got {args.expert_offset}")
     flag = "--save_dir" if args.save_dir else "--buffer_path"
-    args.save_dir = args.save_dir or buffers.buffer_dir(args.buffer_path, info.name, args.model, args.zca)
+    args.save_dir = args.save_dir or experts.buffer_dir(args.buffer_path, info.name, args.model, args.zca)
     prepare_save_dir(args.save_dir, flag)
     return info
 
@@ -114,8 +114,8 @@ def existing_files(args, plan, source_digest):
     one of ours holding other experts, is an error: a folder holds one buffer."""
     ours = dict(plan)
     done = {}
-    for k, path in buffers.buffer_files(args.save_dir):
-        record = buffers.load_buffer(path, mmap=True)
+    for k, path in experts.buffer_files(args.save_dir):
+        record = experts.load_buffer(path, mmap=True)
         changed = [f"--{key}" for key in MATCH_KEYS if record["config"].get(key) != getattr(args, key)]
         if record["source_digest"] != source_digest:
             changed.append("training data (forget flags or --split_seed)")
@@ -136,9 +136,9 @@ def training_space(args, info, data, source, source_digest, device):
     x_train = data.x_train.index_select(0, rows).float().div_(255)
     x_test = data.x_test.float().div_(255)
     if args.zca:
-        zca, pointer = buffers.shared_zca(args.save_dir, x_train, info.name, source_digest)
+        zca, pointer = experts.shared_zca(args.save_dir, x_train, info.name, source_digest)
         return zca(x_train), zca(x_test), {"zca": pointer, "norm_mean": None, "norm_std": None}
-    mean, std = buffers.training_norm(info)
+    mean, std = experts.training_norm(info)
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     return (x_train - m) / s, (x_test - m) / s, {"zca": None, "norm_mean": list(mean), "norm_std": list(std)}
@@ -148,66 +148,38 @@ def main():
     started = time.perf_counter()
     args = parse_args()
     info = check_args(args)
-    buffers.warn_small_norm_maps(args.model, info)
+    experts.warn_small_norm_maps(args.model, info)
     device = get_device(args.device)
     data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     forget, forget_desc = forget_set(args, data)
     source = data.part("full") if forget is None else np.setdiff1d(data.part("full"), forget)
-    source_digest = buffers.digest(source)
+    source_digest = experts.digest(source)
     plan = plan_files(args)
     done = existing_files(args, plan, source_digest)
-    todo = [(k, experts) for k, experts in plan if k not in done]
+    todo = [(k, members) for k, members in plan if k not in done]
     forget_file = None if forget is None else save_forget_indices(forget, args.save_dir)
     record = run_record("buffer.py", args, device)
 
     written, train_seconds = {}, 0.0
     if todo:
         x_train, x_test, space = training_space(args, info, data, source, source_digest, device)
-        y_train = data.y_train.index_select(0, torch.as_tensor(source, device=device))
-        test_loader = DeviceLoader(x_test, data.y_test, batch_size=EVAL_BATCH)
-        dsa = partial(augment.dsa, strategy=args.dsa_strategy) if args.dsa else None
-        epochs = args.train_epochs
-        every = args.eval_every or epochs
-        eval_epochs = set(range(every, epochs + 1, every)) | {epochs}
-        names, shapes = buffers.param_layout(buffers.build_expert(args.model, info, 0))
-        common = {"param_names": names, "param_shapes": shapes, "dataset": info.name, "model": args.model,
-                  "num_classes": info.num_classes, "in_channels": info.channels, "im_size": info.im_size, **space,
+        trainer = experts.ExpertTrainer(args, info, x_train, data.y_train.index_select(0, torch.as_tensor(
+            source, device=device)), DeviceLoader(x_test, data.y_test, batch_size=EVAL_BATCH))
+        common = {"dataset": info.name, "model": args.model, "num_classes": info.num_classes,
+                  "in_channels": info.channels, "im_size": info.im_size, **space,
                   "source_indices": torch.from_numpy(source), "source_digest": source_digest,
                   "forget_indices": None if forget is None else torch.from_numpy(forget), "config": vars(args)}
-        bar = training.progress_bar(range(sum(len(e) for _, e in todo) * epochs), "expert-epochs", args.quiet)
-        for k, experts in todo:
-            runs, seeds = [], []
-            with Timer(device) as t:
-                for i in experts:
-                    init_seed, data_seed = buffers.expert_seeds(args.seed, i)
-                    model = buffers.build_expert(args.model, info, init_seed).to(device)
-                    loader = DeviceLoader(x_train, y_train, batch_size=args.batch_train, shuffle=True, augment=dsa,
-                                          seed=data_seed)
-                    run = buffers.train_expert(model, loader, epochs, args.lr_teacher, args.mom, args.l2,
-                                               args.decay, test_loader, eval_epochs, progress=bar)
-                    runs.append({key: value.cpu() for key, value in run.items()})  # one sync per expert
-                    seeds.append((init_seed, data_seed))
-                    bar.set_postfix(expert=i, test_acc=f"{float(runs[-1]['test_acc'][-1]):.1f}%")
-            stacked = {key: torch.stack([r[key] for r in runs]) for key in runs[0]}
-            written[k] = {**common, "trajectories": stacked.pop("trajectory"), **stacked,
-                          "expert_indices": torch.tensor(experts, dtype=torch.long),
-                          "seeds": torch.tensor([s for s, _ in seeds], dtype=torch.long),
-                          "data_seeds": torch.tensor([s for _, s in seeds], dtype=torch.long),
-                          "train_seconds": t.seconds}
-            save_checkpoint(written[k], buffers.buffer_file(args.save_dir, k))
-            train_seconds += t.seconds
+        bar = training.progress_bar(range(sum(len(m) for _, m in todo) * args.train_epochs), "expert-epochs",
+                                    args.quiet)
+        for k, members in todo:
+            written[k] = {**common, **trainer.train_file(members, bar)}
+            save_checkpoint(written[k], experts.buffer_file(args.save_dir, k))
+            train_seconds += written[k]["train_seconds"]
         bar.close()
 
-    history = []
-    for k, _ in plan:
-        rec = written.get(k) or done[k]
-        for j, i in enumerate(rec["expert_indices"].tolist()):
-            test = {e + 1: float(a) for e, a in enumerate(rec["test_acc"][j].tolist()) if not math.isnan(a)}
-            history.append({"expert": i, "file": k, "seed": int(rec["seeds"][j]), "test_acc": test,
-                            "train_loss": float(rec["train_loss"][j, -1]), "train_acc": float(rec["train_acc"][j, -1]),
-                            "trained_now": k in written})
+    history = experts.buffer_history(plan, written, done)
     final = [h["test_acc"][args.train_epochs] for h in history]
-    expert_epochs = sum(len(e) for _, e in todo) * args.train_epochs
+    expert_epochs = sum(len(m) for _, m in todo) * args.train_epochs
     metrics = {"TA": float(np.mean(final)), "TA_min": min(final), "TA_max": max(final), "experts": len(history),
                "files_written": len(written), "files_skipped": len(done), "train_s": train_seconds,
                "s_per_expert_epoch": train_seconds / expert_epochs if expert_epochs else None}
@@ -217,7 +189,7 @@ def main():
                 "forget": {**forget_desc, "indices_file": forget_file}, "metrics": metrics, "history": history},
                os.path.join(args.save_dir, name))
     speed = f", {metrics['s_per_expert_epoch']:.3f} s/expert-epoch" if expert_epochs else ""
-    print(f"done: experts {plan[0][1][0]}-{plan[-1][1][-1]} of {buffers.model_dirname(args.model)} on {info.name}"
+    print(f"done: experts {plan[0][1][0]}-{plan[-1][1][-1]} of {experts.model_dirname(args.model)} on {info.name}"
           f"{' (ZCA)' if args.zca else ''}, {len(written)} files written, {len(done)} already complete; final test "
           f"acc {metrics['TA']:.2f}% ({metrics['TA_min']:.2f}-{metrics['TA_max']:.2f}); {wall:.1f}s{speed} "
           f"-> {args.save_dir}")

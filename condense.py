@@ -8,7 +8,7 @@ r"""Condense the retain part of a train split into a small labelled set in the d
     python condense.py --method blend --ipc 1000 --mask runs/orig/model.pt --class_to_replace -1 \
         --num_indexes_to_replace 4500 --offline_dir runs/blend1000 --save_dir runs/blend1000_rnd
 
-Methods (the algorithms are in condensers.py):
+Methods (the algorithms are in distillation/condensers.py):
   random, herding, kcenter  real images per class: seeded random, or greedy herding / k-center on the original
                             model's penultimate features.
   dm     distribution matching (Zhao & Bilen) with its published defaults: 20000 iterations, lr_img 1 (10 above
@@ -36,11 +36,12 @@ import time
 import numpy as np
 import torch
 
-import augment
-import condensers as cd
-import distillation as dd
 import training
-from datasets import forget_set, save_forget_indices
+from datasets import save_forget_indices
+from distillation import condensers as cd
+from distillation import matching as dd
+from forget_sets import forget_set
+from training import augment
 from unlearn.setup import load_original
 from utils import (Timer, UsageError, add_bool, add_common_args, add_forget_args, load_checkpoint, make_parser,
                    prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything, write_json)

@@ -13,8 +13,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-import augment
-from utils import UsageError, save_npz, save_numpy
+from training import augment
+from utils import UsageError, save_numpy
 
 
 @dataclass(frozen=True)
@@ -238,19 +238,6 @@ def load_forget_indices(path: str, train_idx: np.ndarray) -> np.ndarray:
     return np.unique(idx).astype(np.int64)
 
 
-def forget_set(args, data: "Data"):
-    """Forget indices and their description from the shared forget flags (see utils.add_forget_args)."""
-    if getattr(args, "forget_indices", None):
-        idx = load_forget_indices(args.forget_indices, data.train_idx)
-        classes = sorted(set(data.y_train_np[idx].tolist()))
-        return idx, {"kind": "file", "classes": classes, "n": int(len(idx))}
-    if any(getattr(args, k, None) is not None for k in ("forget_group", "es_group", "mem_scores", "proxy_file")):
-        import forget_sets  # by difficulty (memorisation, entanglement); imported late: it needs models
-        return forget_sets.select(args, data)
-    return select_forget(data.y_train_np, data.train_idx, data.info.num_classes, args.class_to_replace,
-                         args.num_indexes_to_replace, args.seed)
-
-
 def save_forget_indices(indices: np.ndarray, save_dir: str) -> str:
     path = os.path.join(save_dir, "forget_indices.npy")
     save_numpy(np.sort(np.asarray(indices, dtype=np.int64)), path)
@@ -426,38 +413,3 @@ class ZCA:
     @classmethod
     def from_state(cls, state: dict) -> "ZCA":
         return cls(state["mean"], state["transform"], state["inverse"], state["eps"])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# `python datasets.py ...`: look at a dataset's split and make a forget set without training anything
-
-def main():
-    from utils import add_common_args, add_data_args, add_forget_args, make_parser, prepare_save_dir
-    p = make_parser("Print a dataset's split sizes and, with forget flags, select (and save) a forget set.")
-    add_data_args(p)
-    add_forget_args(p)
-    p.add_argument("--mask", "--model_path", dest="model_path", default=None,
-                   help="the original model.pt: features for --es_group and the forget set's entanglement score")
-    add_common_args(p)
-    args = p.parse_args()
-    data = load_data(args.dataset, args.data_path, "cpu", args.split_seed, args.split)
-    heldout = f", held-out {len(data.heldout_idx)}" if len(data.heldout_idx) else ""
-    print(f"{data.info.name}: train {len(data.train_idx)}, val {len(data.val_idx)}{heldout}, test {len(data.y_test)} "
-          f"({args.split} split, seed {args.split_seed})")
-    forget, desc = forget_set(args, data)
-    if forget is not None:
-        line = f"forget set: {desc['kind']}, classes {desc['classes']}, {desc['n']} samples"
-        line += f", ES {desc['es']:.3f}" if "es" in desc else ""
-        if args.save_dir:
-            line += f" -> {save_forget_indices(forget, prepare_save_dir(args.save_dir))}"
-            if args.forget_group == "mix" or args.es_group == -1:  # its groups too, for main_rum.py --groups_file
-                import forget_sets
-                groups = forget_sets.groups_from_args(args, data)
-                save_npz(os.path.join(args.save_dir, "groups.npz"), **groups)
-                line += f" (groups {', '.join(groups)} -> groups.npz)"
-        print(line)
-
-
-if __name__ == "__main__":
-    from utils import run_cli
-    run_cli(main)

@@ -5,7 +5,8 @@
 
 Reads the experts buffer.py wrote (<buffer_path>/<DATASET>[_NO_ZCA]/<Model>/replay_buffer_*.pt, or a folder
 holding them given directly as --buffer_path) and learns ipc images per class, their weights and the inner
-step size (distillation.py has the algorithm). --grad_mode exact (default) gives MTT's meta-gradient with
+step size (distillation/matching.py has the algorithm, distillation/distiller.py
+the run). --grad_mode exact (default) gives MTT's meta-gradient with
 one step's activation memory; unroll is MTT's memory-hungry reference; tesla is TESLA's approximation.
 --lr_weights 0 is unweighted distillation.
 
@@ -24,27 +25,15 @@ buffer.py's experts train on the full train set, validation split included (MTT'
 accuracy is held out from the synthetic images' initialisation and evaluation networks, not from the
 trajectories.
 """
-import glob
-import math
-import os
 import time
 
-import torch
-
-import augment
-import buffers
-import distillation as dd
-import training
-from datasets import DeviceLoader, get_info, load_data
-from utils import (UsageError, add_bool, add_common_args, add_data_args, default_save_dir, get_device,
-                   load_checkpoint, make_parser, prepare_save_dir, run_cli, run_record, save_checkpoint,
-                   seed_everything, write_json)
-
-# Flags that must match for last.pt to be continued (the rest, e.g. --Iteration, --eval_it, may change).
-RESUME_KEYS = ("dataset", "model", "ipc", "syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr",
-               "lr_teacher", "lr_weights", "batch_syn", "pix_init", "dsa", "dsa_strategy", "no_aug", "zca",
-               "grad_mode", "weight_grad", "seed", "split_seed", "split", "load_all", "max_files", "max_experts")
-EVAL_BATCH = 1024
+from datasets import get_info
+from distillation import experts
+from distillation import matching as dd
+from distillation.distiller import Distiller, method_name
+from training import augment
+from utils import (UsageError, add_bool, add_common_args, add_data_args, default_save_dir, get_device, make_parser,
+                   prepare_save_dir, run_cli, run_record, seed_everything)
 
 
 def parse_args(argv=None):
@@ -95,7 +84,7 @@ def parse_args(argv=None):
 def check_args(args):
     info = get_info(args.dataset)
     args.dataset = info.name
-    args.model = buffers.canonical_model(args.model)
+    args.model = experts.canonical_model(args.model)
     for flag in ("ipc", "syn_steps", "expert_epochs", "max_start_epoch", "eval_it", "epoch_eval_train",
                  "batch_train", "save_every"):
         if getattr(args, flag) < 1:
@@ -124,174 +113,22 @@ def check_args(args):
     return info
 
 
-def find_buffer(args, info):
-    """(folder, [(path, record)]) of the buffer to distil from, checked for dataset, model and whitening."""
-    direct = buffers.buffer_files(args.buffer_path)
-    folder = args.buffer_path if direct else buffers.buffer_dir(args.buffer_path, info.name, args.model, args.zca)
-    files = direct or buffers.buffer_files(folder)
-    if not files:
-        others = sorted(glob.glob(os.path.join(args.buffer_path, "*", "*", "replay_buffer_*.pt")))
-        hint = f" (found buffers in {os.path.dirname(others[0])}: check --dataset/--model/--zca)" if others else ""
-        raise UsageError(f"--buffer_path: no replay_buffer_*.pt in '{folder}'{hint}; run buffer.py first")
-    files = files[:args.max_files] if args.max_files else files
-    records = [(path, buffers.load_buffer(path, info.name, args.model, args.zca)) for _, path in files]
-    first = records[0][1]
-    for path, rec in records[1:]:
-        if rec["source_digest"] != first["source_digest"] or rec["zca"] != first["zca"]:
-            raise UsageError(f"{path} was trained on other data than {records[0][0]}; one folder, one buffer")
-    snapshots = first["trajectories"].shape[1]
-    if args.max_start_epoch - 1 + args.expert_epochs > snapshots - 1:
-        raise UsageError(f"--max_start_epoch {args.max_start_epoch} + --expert_epochs {args.expert_epochs} reach "
-                         f"epoch {args.max_start_epoch - 1 + args.expert_epochs}, beyond the buffer's "
-                         f"{snapshots - 1} epochs")
-    return folder, records
-
-
-def check_layout(student, record, path):
-    if student.names != list(record["param_names"]) or [list(s) for s in student.shapes] != \
-            [list(s) for s in record["param_shapes"]]:
-        raise UsageError(f"{path}: the trajectories' parameter layout does not fit {record['model']} "
-                         f"on {record['dataset']}")
-
-
-def initial_images(args, info, data, record, space, generator, device):
-    """Training-space images and the official indices of the real ones (None for noise)."""
-    if args.pix_init == "noise":
-        shape = (args.ipc * info.num_classes, info.channels, info.im_size, info.im_size)
-        return torch.randn(shape, generator=generator).to(device), None
-    pool = dd.init_pool(record["source_indices"].numpy(), data.train_idx)
-    chosen = dd.real_init(data.y_train_np, pool, args.ipc, info.num_classes, generator)
-    return space(data.x_train.index_select(0, torch.as_tensor(chosen, device=device))), chosen
-
-
-def method_name(args) -> str:
-    base = "tesla" if args.grad_mode == "tesla" else "mtt"
-    return base + ("-wdd" if args.lr_weights > 0 else "")
-
-
 def main():
     started = time.perf_counter()
     args = parse_args()
     info = check_args(args)
     device = get_device(args.device)
     seed_everything(args.seed)
-    folder, records = find_buffer(args, info)
-    record = records[0][1]
-    buffers.warn_small_norm_maps(args.model, info)
-    data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
-    space = dd.TrainingSpace.of_buffer(records[0][0], record, device)
-    student = dd.Student(buffers.build_expert(args.model, info, 0).to(device))
-    check_layout(student, record, records[0][0])
-    pool = dd.ExpertPool([r for _, r in records], device, args.load_all, args.max_experts)
-
-    generator = torch.Generator().manual_seed(args.seed)  # every random choice of the run (CPU, resumable)
-    images, init_indices = initial_images(args, info, data, record, space, generator, device)
-    syn = dd.SyntheticSet(images, dd.class_labels(info.num_classes, args.ipc, device), args.lr_teacher,
-                          args.lr_img, args.lr_lr, args.lr_weights, args.lr_floor)
-    cfg = dd.IterConfig(args.syn_steps, args.batch_syn, args.max_start_epoch, args.expert_epochs, args.grad_mode,
-                        args.weight_grad, None if (args.no_aug or not args.dsa) else args.dsa_strategy)
-    eval_strategy = args.dsa_strategy if args.dsa else None
-    val_loader = DeviceLoader(space(data.x_train.index_select(0, torch.as_tensor(data.val_idx, device=device))),
-                              data.y_train.index_select(0, torch.as_tensor(data.val_idx, device=device)),
-                              batch_size=EVAL_BATCH)
-    test_loader = DeviceLoader(space(data.x_test), data.y_test, batch_size=EVAL_BATCH)
-
-    paths = {k: os.path.join(args.save_dir, f"{k}.pt") for k in ("distilled", "best", "last")}
-    state = {"iteration": 0, "history": [], "evals": [], "best": None}
-    if os.path.isfile(paths["last"]):
-        last = load_checkpoint(paths["last"])
-        saved = {**training.RESUME_DEFAULTS, **last["config"]}
-        changed = [f"--{k}" for k in RESUME_KEYS if saved.get(k) != getattr(args, k)]
-        if changed:
-            raise UsageError(f"{paths['last']} was made with other {', '.join(changed)}; use the same flags or "
-                             "another --save_dir")
-        syn.load_state_dict(last["syn"])
-        generator.set_state(last["generator"])
-        state = {k: last[k] for k in state}
-        init_indices = last["init_indices"]
-    forget = None if record["forget_indices"] is None else record["forget_indices"].clone()
-    meta = {"method": method_name(args), "arch": args.model, "source": os.path.abspath(folder),
-            "forget_indices": forget, "init_indices": None if init_indices is None else torch.as_tensor(init_indices),
-            "config": vars(args)}
-
-    def write_snapshot(path, metrics):
-        save_checkpoint(dd.snapshot(syn, space, info, **meta, iteration=state["iteration"], metrics=metrics), path)
-
-    def evaluate(it):
-        weights = syn.loss_weights() if (args.eval_weighted and syn.learn_weights) else None
-        metrics = dd.evaluate_synset(args.model, info, syn.images, syn.labels, weights, syn.lr_value, val_loader,
-                                     test_loader, args.num_eval, args.epoch_eval_train, args.batch_train,
-                                     eval_strategy, args.seed, it)
-        state["evals"].append({"it": it, **metrics})
-        best = state["best"]
-        if best is None or math.isnan(best["val_acc"]) or metrics["val_acc"] > best["val_acc"]:
-            state["best"] = {"it": it, **metrics}
-            write_snapshot(paths["best"], metrics)
-        write_snapshot(paths["distilled"], metrics)
-        bar.write(f"it {it}: val {metrics['val_acc']:.2f}% test {metrics['test_acc']:.2f}% lr {syn.lr_value:.4g}")
-
-    def save_last():
-        save_checkpoint({"syn": syn.state_dict(), "generator": generator.get_state(), **state,
-                         "init_indices": None if init_indices is None else torch.as_tensor(init_indices),
-                         "config": vars(args)}, paths["last"])
-
-    first = state["iteration"]
-    end = args.Iteration if args.stop_after is None else min(args.Iteration, first + args.stop_after)
-    bar = training.progress_bar(range(first, end), "iterations", args.quiet)
+    run = Distiller(args, info, device)
     record_head = run_record("distill.py", args, device)
-    loop_started = time.perf_counter()
-    it = first
-    clamped = sum(h.get("lr_clamped", False) for h in state["history"])  # iterations with alpha at the floor
-    try:
-        for it in range(first, end + 1):
-            state["iteration"] = it
-            due = it % args.eval_it == 0 or it == args.Iteration
-            if args.num_eval and due and not any(e["it"] == it for e in state["evals"]):
-                evaluate(it)
-            if it == end:
-                break
-            stats = dd.distill_iteration(student, syn, pool, generator, cfg)
-            state["history"].append({"it": it, **stats})
-            clamped += stats["lr_clamped"]
-            if stats["lr_clamped"] and clamped == 1:
-                bar.write(f"it {it}: the learned lr fell below --lr_floor {args.lr_floor:.3g} and is clamped there "
-                          "(lower --lr_lr if this repeats; results.json counts the clamped iterations)")
-            state["iteration"] = it + 1
-            if (it + 1) % args.save_every == 0:
-                save_last()
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.3g}")
-    except dd.Diverged as e:
-        write_snapshot(paths["distilled"], {"diverged_at": it})  # distill_iteration restored the last good state
-        raise UsageError(f"iteration {it}: {e}; the last good state is in {paths['distilled']}")
-    bar.close()
-    if state["iteration"] < args.Iteration:  # --stop_after: not finished, keep going on the next run
-        save_last()
-        print(f"stopped at iteration {state['iteration']} of {args.Iteration}; rerun to continue -> {args.save_dir}")
+    if not run.run():  # --stop_after: not finished, the next invocation goes on
+        print(f"stopped at iteration {run.state['iteration']} of {args.Iteration}; rerun to continue -> "
+              f"{args.save_dir}")
         return
-    save_last()
-    if not args.num_eval:
-        write_snapshot(paths["distilled"], {})
-    final, best = (state["evals"][-1] if state["evals"] else {}), (state["best"] or {})
-    iters = end - first
-    metrics = {"val_acc": final.get("val_acc"), "test_acc": final.get("test_acc"),
-               "best_val_acc": best.get("val_acc"), "best_test_acc": best.get("test_acc"), "best_it": best.get("it"),
-               "lr": syn.lr_value, "w_std": float(syn.weights.detach().std()) if len(syn.weights) > 1 else 0.0,
-               "final_loss": state["history"][-1]["loss"] if state["history"] else None,
-               "lr_clamped": clamped,
-               "iterations": args.Iteration,
-               "s_per_it_incl_eval": (time.perf_counter() - loop_started) / iters if iters else None}
-    weights = syn.weights.detach().cpu()
-    dd.save_grid(os.path.join(args.save_dir, "grid.png"), space.to_pixels(syn.images).cpu(), syn.labels, weights,
-                 info.num_classes, info.classes)
-    dd.save_curves(os.path.join(args.save_dir, "curves.png"), state["history"], state["evals"])
-    forget_desc = {"kind": "none" if forget is None else "buffer", "classes": None,
-                   "n": 0 if forget is None else len(forget), "indices_file": None}
-    write_json({**record_head, "wall_s": time.perf_counter() - started, "split": data.split, "forget": forget_desc,
-                "metrics": metrics, "evals": state["evals"], "history": state["history"]},
-               os.path.join(args.save_dir, "results.json"))
-    print(f"done: {meta['method']} {info.name} ipc {args.ipc}, {args.Iteration} iterations, lr {syn.lr_value:.4g}, "
-          f"weights std {metrics['w_std']:.3f}; val {best.get('val_acc', float('nan')):.2f}% "
+    m = run.finish(record_head, started)
+    best = m["best"]
+    print(f"done: {method_name(args)} {info.name} ipc {args.ipc}, {args.Iteration} iterations, lr {m['lr']:.4g}, "
+          f"weights std {m['w_std']:.3f}; val {best.get('val_acc', float('nan')):.2f}% "
           f"(best, it {best.get('it')}), test {best.get('test_acc', float('nan')):.2f}% -> {args.save_dir}")
 
 

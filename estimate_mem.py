@@ -16,18 +16,15 @@ once all models are done. It prints the models/hour it measured.
 """
 import json
 import os
-import time
 
 import numpy as np
-import torch
 
-import forget_sets
 import models
 import training
 from datasets import get_info, load_data
+from forget_sets.memorization import SubsetModels, subsample_memorization
 from utils import (UsageError, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_npz, seed_everything,
-                   write_json)
+                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_npz, write_json)
 
 # Flags that must not change between the invocations that fill one --save_dir.
 SAME_KEYS = (*training.RESUME_KEYS, "subset_ratio")
@@ -46,8 +43,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def check_args(args):
+    """(info, mean, std, milestones); a --save_dir filled by earlier invocations must share their recipe."""
     info = get_info(args.dataset)
     args.dataset, args.arch = info.name, models.canonical_arch(args.arch)
     milestones = training.check_recipe_args(args)
@@ -68,59 +65,33 @@ def main():
             raise UsageError(f"--save_dir: its models were trained with other {', '.join('--' + k for k in changed)}"
                              "; use another --save_dir or the same flags")
     write_json(vars(args), config_path)
+    return info, mean, std, milestones
 
+
+def main():
+    args = parse_args()
+    info, mean, std, milestones = check_args(args)
     device = get_device(args.device)
-    amp = training.resolve_amp(args.amp, device)
-    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     pool = data.part(args.train_on)
-    val_loader = data.loader("val", batch_size=1024, channels_last=channels_last)
-    all_loader = data.loader(np.arange(len(data.y_train)), batch_size=1024, channels_last=channels_last)
-    last_path = os.path.join(args.save_dir, "last.pt")
     record = run_record("estimate_mem.py", args, device)
-    budget = {"epochs": args.stop_after, "new": 0, "seconds": 0.0}  # --stop_after counts this invocation's epochs
-
-    def train_and_predict(k, subset):
-        started = time.perf_counter()
-        seed_everything(args.seed * 100_003 + k)
-        model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = training.build_optimizer(model.parameters(), args.lr, args.momentum, args.weight_decay)
-        scheduler = training.build_scheduler(optimizer, args.scheduler, args.epochs, milestones, args.warmup)
-        loader = data.loader(subset, train=True, batch_size=args.batch_size, seed=args.seed * 100_003 + k,
-                             channels_last=channels_last, **({"augment": None} if args.no_aug else {}))
-        _, _, ran, done = training.fit(
-            model, optimizer, scheduler, loader, val_loader, args.epochs, last_path, {**vars(args), "model": k},
-            amp=amp, step_model=torch.compile(model) if args.compile else model, quiet=args.quiet,
-            stop_after=budget["epochs"], resume_keys=(*SAME_KEYS, "model"), label=f"model {k}: ")
-        if budget["epochs"] is not None:
-            budget["epochs"] -= ran
-        if not done:
-            return None
-        logits, labels = training.predict(model, all_loader, amp)
-        correct = (logits.argmax(1) == labels).cpu().numpy()
-        os.remove(last_path)  # the next model starts fresh
-        budget["new"] += 1
-        budget["seconds"] += time.perf_counter() - started
-        return correct
-
-    result = forget_sets.subsample_memorization(train_and_predict, len(data.y_train), pool, args.num_models,
-                                                args.subset_ratio, args.seed, os.path.join(args.save_dir, "models"))
+    trainer = SubsetModels(args, info, data, mean, std, milestones, device, SAME_KEYS)
+    result = subsample_memorization(trainer, len(data.y_train), pool, args.num_models, args.subset_ratio, args.seed,
+                                    os.path.join(args.save_dir, "models"))
     out = os.path.join(args.save_dir, "mem_scores.npz")
     save_npz(out, **{k: np.asarray(v, np.float32) for k, v in result.items() if k != "models"},
              train_idx=pool, models=np.array(result["models"]))
     mem = result["memorization"][pool]
-    per_hour = 3600 * budget["new"] / budget["seconds"] if budget["new"] else float("nan")
-    metrics = {"models": result["models"], "new_models": budget["new"], "models_per_hour": per_hour,
+    per_hour = 3600 * trainer.new / trainer.seconds if trainer.new else float("nan")
+    metrics = {"models": result["models"], "new_models": trainer.new, "models_per_hour": per_hour,
                "mem_mean": float(np.nanmean(mem)) if np.isfinite(mem).any() else float("nan"),
                "mem_above_half": float(np.mean(mem > 0.5))}
     finished = result["models"] == args.num_models
     if finished:  # results.json marks a finished run
-        write_json({**record, "wall_s": budget["seconds"], "split": data.split, "metrics": metrics},
+        write_json({**record, "wall_s": trainer.seconds, "split": data.split, "metrics": metrics},
                    os.path.join(args.save_dir, "results.json"))
     print(f"{'done' if finished else 'stopped'}: {result['models']}/{args.num_models} "
-          f"models ({budget['new']} new here, {per_hour:.1f} models/hour), mean memorisation "
+          f"models ({trainer.new} new here, {per_hour:.1f} models/hour), mean memorisation "
           f"{metrics['mem_mean']:.3f} -> {out}")
 
 

@@ -4,7 +4,7 @@
         --save_dir runs/backdoor                                  # dense
     python main_backdoor.py ... --mask runs/omp/state1/model.pt   # trained under OMP's 95% mask
 
-10% (--poison_ratio) of the train split get the trigger (backdoor.py: a 4x4 black patch 2 pixels from the
+10% (--poison_ratio) of the train split get the trigger (forget_sets/backdoor.py: a 4x4 black patch 2 pixels from the
 bottom-right corner on 32x32 images, scaled for other sizes: 2x2 at 1 pixel, white, on 8x8 digits) and the
 label --target_class. A model is trained on that with main_train's recipe (dense, or from scratch under
 the fixed pruning mask of --mask), then the poisoned samples are the forget set of any registered
@@ -20,18 +20,16 @@ import os
 import numpy as np
 import torch
 
-import backdoor
 import models
-import pruning
 import training
 from datasets import get_info, load_data, save_forget_indices
+from forget_sets import backdoor
+from training import pruning
 from unlearn import Context, get_method
 from unlearn.setup import method_config
 from utils import (Timer, UsageError, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   load_checkpoint, make_parser, parse_floats, prepare_save_dir, run_cli, run_record,
-                   save_checkpoint, seed_everything, write_json)
-
-BACKDOOR_KEYS = ("target_class", "poison_ratio", "patch_size", "patch_offset", "patch_value", "masks_from")
+                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything,
+                   write_json)
 
 
 def parse_args(argv=None):
@@ -83,28 +81,22 @@ def check_args(args):
     return info, mean, std, milestones
 
 
-def load_masks(path, model, arch, device):
-    record = load_checkpoint(path, map_location=device)
-    masks = record.get("masks") if isinstance(record, dict) else None
-    if not masks:
-        raise UsageError(f"--mask: '{path}' holds no pruning masks (a dense model.pt?)")
-    own = dict(model.named_parameters())
-    if any(n not in own or own[n].shape != m.shape for n, m in masks.items()):
-        raise UsageError(f"--mask: the masks in '{path}' (a {record.get('arch', '?')} model) do not fit --arch {arch}")
-    return {n: m.bool().to(device) for n, m in masks.items()}
-
-
-def measure(model, data, forget_idx, retain_idx, args, amp):
-    """TA (clean test), ASR, forget accuracy (poisoned samples, target label) and optionally RA."""
-    def acc(indices, **kw):
-        return training.evaluate(model, data.loader(indices, batch_size=1024, **kw), amp)["acc"]
-    out = {"TA": acc(data.test_indices(), test=True),
-           "ASR": backdoor.attack_success_rate(model, data, args.target_class, args.patch_size, args.patch_offset,
-                                               args.patch_value, amp),
-           "forget_acc": acc(forget_idx)}
-    if retain_idx is not None:
-        out["RA"] = acc(retain_idx)
-    return out
+def unlearn_poison(model, data, forget_idx, retain_idx, args, info, mean, std, masks, amp, device):
+    """Run --unlearn with the poisoned samples as the forget set: (model, masks, method name, history)."""
+    if str(args.unlearn).lower() == "none":
+        return model, masks, "none", []
+    cfg_in = argparse.Namespace(**{**vars(args), "mask_path": None, "no_l1_epochs": 0})
+    method, cfg = method_config(cfg_in, {"recipe": training.recipe(args)})
+    aug = {"augment": None} if args.no_aug else {}
+    ctx = Context(
+        retain=data.loader(retain_idx, train=True, batch_size=cfg.batch_size, seed=args.seed, **aug),
+        forget=data.loader(forget_idx, train=True, batch_size=cfg.batch_size, seed=args.seed + 1, **aug),
+        num_classes=info.num_classes, device=device, amp=amp, masks=masks,
+        make_model=lambda: models.get_model(args.arch, info.num_classes, info.channels, info.im_size,
+                                            mean, std).to(device),
+        save_dir=args.save_dir, seed=args.seed, quiet=args.quiet)
+    model = method.run(model, ctx, cfg)
+    return model, ctx.masks, method.name, ctx.history
 
 
 def main():
@@ -125,57 +117,20 @@ def main():
                                 args.patch_value)
     indices_file = save_forget_indices(forget_idx, args.save_dir)
     model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
-    masks = load_masks(args.masks_from, model, args.arch, device) if args.masks_from else None
+    masks = pruning.load_masks(args.masks_from, model, args.arch, device) if args.masks_from else None
     pruning.apply_masks(model, masks)
 
-    model_path = os.path.join(train_dir, "model.pt")
-    config = vars(args)
-    if os.path.isfile(model_path):
-        saved = load_checkpoint(model_path, map_location=device)
-        changed = [k for k in BACKDOOR_KEYS if saved["backdoor"].get(k) != config[k]]
-        if changed:
-            raise UsageError(f"--save_dir: its poisoned model was made with other {', '.join('--' + k for k in changed)}")
-        model.load_state_dict(saved["state_dict"])
-        train_s = saved["metrics"]["train_s"]
-        before = measure(model, data, forget_idx, retain_idx, args, amp)
-        print(f"poisoned model: {model_path} (trained earlier)")
-    else:
-        optimizer = training.build_optimizer(model.parameters(), args.lr, args.momentum, args.weight_decay)
-        scheduler = training.build_scheduler(optimizer, args.scheduler, args.epochs, milestones, args.warmup)
-        train_loader = data.loader(part, train=True, batch_size=args.batch_size, seed=args.seed,
-                                   **({"augment": None} if args.no_aug else {}))
-        history, train_s, _, done = training.fit(
-            model, optimizer, scheduler, train_loader, data.loader("val", batch_size=1024), args.epochs,
-            os.path.join(train_dir, "last.pt"), config, amp=amp, masks=masks, quiet=args.quiet,
-            stop_after=args.stop_after, resume_keys=training.RESUME_KEYS + BACKDOOR_KEYS)
-        if not done:
-            return
-        before = measure(model, data, forget_idx, retain_idx, args, amp)
-        save_checkpoint(models.model_record(
-            model, args.arch, info, mean, std, split=data.split, train_on=args.train_on, epoch=args.epochs,
-            metrics={**before, "train_s": train_s, "val_acc": history[-1]["val_acc"]}, recipe=training.recipe(args),
-            backdoor={k: config[k] for k in BACKDOOR_KEYS},
-            **({"masks": {n: m.cpu() for n, m in masks.items()}} if masks else {})), model_path)
+    trained = backdoor.train_poisoned(model, data, part, forget_idx, retain_idx, args, info, mean, std, milestones,
+                                      masks, amp, train_dir)
+    if trained is None:  # --stop_after: a rerun continues
+        return
+    train_s, before = trained
     print(f"poisoned: TA {before['TA']:.2f}%  ASR {before['ASR']:.2f}%  ({len(forget_idx)} poisoned images, "
           f"target {args.target_class})", flush=True)
-
-    name, history = "none", []
     with Timer(device) as t:
-        if str(args.unlearn).lower() != "none":
-            cfg_in = argparse.Namespace(**{**vars(args), "mask_path": None, "no_l1_epochs": 0})
-            method, cfg = method_config(cfg_in, {"recipe": training.recipe(args)})
-            name = method.name
-            aug = {"augment": None} if args.no_aug else {}
-            ctx = Context(
-                retain=data.loader(retain_idx, train=True, batch_size=cfg.batch_size, seed=args.seed, **aug),
-                forget=data.loader(forget_idx, train=True, batch_size=cfg.batch_size, seed=args.seed + 1, **aug),
-                num_classes=info.num_classes, device=device, amp=amp, masks=masks,
-                make_model=lambda: models.get_model(args.arch, info.num_classes, info.channels, info.im_size,
-                                                    mean, std).to(device),
-                save_dir=args.save_dir, seed=args.seed, quiet=args.quiet)
-            model = method.run(model, ctx, cfg)
-            masks, history = ctx.masks, ctx.history
-    after = measure(model, data, forget_idx, retain_idx, args, amp)
+        model, masks, name, history = unlearn_poison(model, data, forget_idx, retain_idx, args, info, mean, std,
+                                                     masks, amp, device)
+    after = backdoor.measure(model, data, forget_idx, retain_idx, args, amp)
     metrics = {**{f"{k}_before": v for k, v in before.items()}, **after, "UA": 100.0 - after["forget_acc"],
                "RTE_s": t.seconds, "train_s": train_s}
     if masks:
@@ -189,7 +144,7 @@ def main():
     write_json({**record, "wall_s": train_s + t.seconds, "split": data.split,
                 "forget": {"kind": "backdoor", "classes": [args.target_class], "n": int(len(forget_idx)),
                            "indices_file": os.path.relpath(indices_file, args.save_dir)},
-                "backdoor": {k: config[k] for k in BACKDOOR_KEYS}, "unlearn": name,
+                "backdoor": {k: vars(args)[k] for k in backdoor.BACKDOOR_KEYS}, "unlearn": name,
                 "metrics": metrics, "history": history},
                os.path.join(args.save_dir, "results.json"))
     print(f"{name}: TA {before['TA']:.2f}% -> {after['TA']:.2f}%  ASR {before['ASR']:.2f}% -> {after['ASR']:.2f}%  "

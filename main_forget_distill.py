@@ -20,14 +20,13 @@ from functools import partial
 import numpy as np
 import torch
 
-import augment
 import training
 from datasets import DeviceLoader, train_augment
-from distillation import offline_seconds
+from distillation.matching import offline_seconds
+from training import augment
 from unlearn.run import execute, make_context, start_run
 from unlearn.setup import add_unlearn_args, load_original, method_config
-from utils import (Timer, UsageError, add_bool, add_common_args, load_checkpoint, make_parser, run_cli,
-                   seed_everything)
+from utils import Timer, UsageError, add_bool, add_common_args, load_checkpoint, make_parser, run_cli, seed_everything
 
 SOURCES = ("real", "distilled")
 AUGMENTS = ("none", "crop_flip", "dsa")

@@ -17,21 +17,19 @@ masks.pt, last.pt}; the dense state has no masks. A rerun skips finished states 
 progress from its last.pt. One line per state: sparsity, val and test accuracy.
 """
 import os
-import warnings
 
 import torch
 
 import models
-import pruning
 import training
 from datasets import get_info, load_data
+from training import pruning
+from training.prune_states import PruneStates
 from utils import (UsageError, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   load_checkpoint, make_parser, parse_floats, prepare_save_dir, run_cli, run_record,
-                   save_checkpoint, seed_everything, write_json)
+                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, seed_everything, write_json)
 
 DEFAULT_RATE = {"omp": 0.95, "imp": 0.2, "synflow": 0.95}
 DEFAULT_TIMES = {"omp": 2, "imp": 2, "synflow": 1}
-PRUNE_KEYS = ("prune", "rate", "rewind_epoch")
 
 
 def parse_args(argv=None):
@@ -77,108 +75,25 @@ def check_args(args):
     return info, mean, std, milestones
 
 
-def state_line(j, record):
-    m = record["metrics"]
-    return (f"state {j}: sparsity {m['sparsity']:6.2f}%  val {m['val_acc']:6.2f}%  test {m['TA']:6.2f}%")
-
-
 def main():
     args = parse_args()
     info, mean, std, milestones = check_args(args)
     device = get_device(args.device)
-    amp = training.resolve_amp(args.amp, device)
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     prepare_save_dir(args.save_dir)
-    config = vars(args)
-
     seed_everything(args.seed)
     data = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
     pruning.full_masks(model)  # a model without convolutions is refused here, before any training
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    val_loader = data.loader("val", batch_size=1024, channels_last=channels_last)
-    test_loader = data.loader(data.test_indices(), test=True, batch_size=1024, channels_last=channels_last)
-    rewind_path = os.path.join(args.save_dir, "rewind.pt")
-    rewinding = args.prune in ("omp", "imp")
-    budget = args.stop_after
-    masks, summary = None, []
-
+    states = PruneStates(args, info, data, model, mean, std, milestones, device,
+                         training.resolve_amp(args.amp, device), channels_last)
+    summary = []
     for j in range(args.pruning_times):
-        sdir = os.path.join(args.save_dir, f"state{j}")
-        model_path, masks_path = os.path.join(sdir, "model.pt"), os.path.join(sdir, "masks.pt")
-        if os.path.isfile(model_path):  # finished: skip, but carry its weights and mask to the next state
-            record = load_checkpoint(model_path, map_location=device)
-            done = record.get("prune") or {}
-            changed = [k for k in PRUNE_KEYS if done.get(k) != config[k]]
-            if changed:
-                raise UsageError(f"--save_dir: state{j} there was made with other "
-                                 f"{', '.join('--' + k for k in changed)}; use another --save_dir or the same flags")
-            model.load_state_dict(record["state_dict"])
-            masks = {n: m.to(device) for n, m in record["masks"].items()} if record.get("masks") else None
-            summary.append({"state": j, **record["metrics"]})
-            print(f"{state_line(j, record)}  (finished earlier, skipped)")
-            continue
-
-        prepare_save_dir(sdir)
-        if os.path.isfile(masks_path):
-            saved = load_checkpoint(masks_path, map_location=device)
-            masks = saved or None
-        elif j == 0 and args.prune == "synflow":
-            masks = pruning.synflow_masks(model, args.rate, (info.channels, info.im_size, info.im_size))
-        elif j > 0:
-            masks = pruning.magnitude_masks(model, args.rate, masks)
-        if not os.path.isfile(masks_path):
-            save_checkpoint({n: m.cpu() for n, m in (masks or {}).items()}, masks_path)
-        if j > 0:  # weight rewinding: the whole model back to the rewind point, survivors only
-            if not os.path.isfile(rewind_path):
-                raise UsageError(f"--save_dir: '{rewind_path}' (state 0's rewind weights) is missing; "
-                                 "rerun in a fresh --save_dir")
-            model.load_state_dict(load_checkpoint(rewind_path, map_location=device))
-        pruning.apply_masks(model, masks)
-
-        optimizer = training.build_optimizer(model.parameters(), args.lr, args.momentum, args.weight_decay)
-        scheduler = training.build_scheduler(optimizer, args.scheduler, args.epochs, milestones, args.warmup)
-        if j > 0 and rewinding:
-            with warnings.catch_warnings():  # stepping before any optimizer step is the point here
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(args.rewind_epoch):  # learning-rate rewinding
-                    scheduler.step()
-        train_loader = data.loader(args.train_on, train=True, batch_size=args.batch_size, seed=args.seed + j,
-                                   channels_last=channels_last, **({"augment": None} if args.no_aug else {}))
-
-        def save_rewind(epoch):
-            if j == 0 and rewinding and epoch == args.rewind_epoch and not os.path.isfile(rewind_path):
-                save_checkpoint({k: v.detach().cpu() for k, v in model.state_dict().items()}, rewind_path)
-
-        step_model = torch.compile(model) if args.compile else model
-        record = run_record("main_prune.py", args, device)
-        history, train_seconds, ran, finished = training.fit(
-            model, optimizer, scheduler, train_loader, val_loader, args.epochs, os.path.join(sdir, "last.pt"),
-            config, amp=amp, masks=masks, step_model=step_model, quiet=args.quiet, stop_after=budget,
-            resume_keys=training.RESUME_KEYS + PRUNE_KEYS, on_epoch_start=save_rewind, label=f"state {j} ")
-        if not finished:
+        summary.append(states.state(j))
+        if summary[-1] is None:  # --stop_after: a rerun continues
             return
-        save_rewind(args.epochs)  # --rewind_epoch == --epochs: the trained dense weights
-        budget = None if budget is None else budget - ran
-
-        test = training.evaluate(model, test_loader, amp)
-        metrics = {"sparsity": pruning.sparsity(model), "mask_sparsity": pruning.mask_sparsity(masks),
-                   "TA": test["acc"], "val_acc": history[-1]["val_acc"], "train_acc": history[-1]["train_acc"],
-                   "train_s": train_seconds, "epoch_s_mean": train_seconds / len(history)}
-        prune_info = {"prune": args.prune, "rate": args.rate, "rewind_epoch": args.rewind_epoch, "state": j}
-        record_pt = models.model_record(model, args.arch, info, mean, std, split=data.split, train_on=args.train_on,
-                                        epoch=args.epochs, metrics=metrics, recipe=training.recipe(args),
-                                        prune=prune_info,
-                                        **({"masks": {n: m.cpu() for n, m in masks.items()}} if masks else {}))
-        training.plot_curves(history, os.path.join(sdir, "curves.png"))
-        write_json({**record, "wall_s": train_seconds, "split": data.split, "prune": prune_info,
-                    "forget": {"kind": "none", "classes": None, "n": 0, "indices_file": None},
-                    "metrics": metrics, "history": history}, os.path.join(sdir, "results.json"))
-        save_checkpoint(record_pt, model_path)  # last: its presence marks the state finished
-        summary.append({"state": j, **metrics})
-        print(state_line(j, record_pt), flush=True)
-
     write_json({**run_record("main_prune.py", args, device), "split": data.split,
                 "metrics": summary[-1], "states": summary}, os.path.join(args.save_dir, "results.json"))
     print(f"done: {args.prune} {args.arch} on {info.name}, {args.pruning_times} state(s), final sparsity "

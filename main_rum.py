@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 
-import forget_sets
 import models
 import training
+from forget_sets.groups import groups_from_args, shuffle_groups
 from unlearn.common import get_method
 from unlearn.run import Run, execute, make_context, real_loaders
 from unlearn.setup import add_unlearn_args, is_classwise, load_original, method_config, method_keys
@@ -85,14 +85,14 @@ def load_groups(args, data, model) -> dict:
         with np.load(args.groups_file) as z:
             groups = {name: np.sort(z[name].astype(np.int64)) for name in z.files}
     else:
-        groups = forget_sets.groups_from_args(args, data, model)
+        groups = groups_from_args(args, data, model)
     pooled = np.concatenate(list(groups.values())) if groups else np.zeros(0, np.int64)
     if not groups or len(np.unique(pooled)) != len(pooled):
         raise UsageError("--groups_file: groups must be non-empty and disjoint")
     outside = np.setdiff1d(pooled, data.train_idx)
     if len(outside):
         raise UsageError(f"--groups_file: {len(outside)} indices are not in the model's train split")
-    return forget_sets.shuffle_groups(groups, args.seed) if args.shuffle else groups
+    return shuffle_groups(groups, args.seed) if args.shuffle else groups
 
 
 def step_args(args, step: dict, save_dir: str):

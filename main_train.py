@@ -5,19 +5,19 @@
 SGD(0.1, momentum 0.9, wd 5e-4), batch 256, MultiStepLR x0.1 at 91,136, crop+flip, on the 45k train split
 (`--train_on full` for all 50k). Writes model.pt, last.pt (every epoch; rerun or --resume to continue),
 results.json and curves.png into --save_dir; with --record_events also events.npz (memorisation proxies,
-see forget_sets.py).
+see forget_sets/memorization.py).
 """
 import os
 
 import torch
 
-import forget_sets
 import models
 import training
 from datasets import get_info, load_data
-from utils import (UsageError, add_bool, add_common_args, add_data_args, add_model_args, default_save_dir,
-                   get_device, make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint,
-                   seed_everything, write_json)
+from forget_sets.memorization import EventRecorder
+from utils import (UsageError, add_bool, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
+                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything,
+                   write_json)
 
 
 def parse_args(argv=None):
@@ -67,7 +67,7 @@ def main():
     step_model = torch.compile(model) if args.compile else model
 
     record = run_record("main_train.py", args, device)
-    events = (forget_sets.EventRecorder(len(data.y_train), device, os.path.join(args.save_dir, "events_partial.pt"))
+    events = (EventRecorder(len(data.y_train), device, os.path.join(args.save_dir, "events_partial.pt"))
               if args.record_events else None)
     history, train_seconds, _, done = training.fit(
         model, optimizer, scheduler, train_loader, val_loader, args.epochs, last_path, vars(args), amp=amp,

@@ -308,7 +308,7 @@ def add_forget_args(parser) -> None:
                    help="number of random train-split samples to forget (within the classes if given); the "
                         "group size with --forget_group / --es_group")
     g.add_argument("--forget_indices", default=None, help="reuse a saved forget_indices.npy")
-    # Forget sets by difficulty (RUM); the selection lives in forget_sets.py.
+    # Forget sets by difficulty (RUM); the selection lives in forget_sets/groups.py.
     g.add_argument("--forget_group", default=None, choices=("high", "mid", "low", "mix"),
                    help="the N train-split images of highest / closest-to-centre / lowest memorisation "
                         "(--mem_scores or --proxy_file), or mix: N/3 of each, disjoint")
@@ -317,7 +317,7 @@ def add_forget_args(parser) -> None:
                         "official train image (estimate_mem.py writes one)")
     g.add_argument("--proxy_file", default=None,
                    help="memorisation proxies instead of scores: events.npz (main_train.py --record_events) or "
-                        "proxies.npz (forget_sets.py --compute)")
+                        "proxies.npz (python -m forget_sets.memorization --compute)")
     g.add_argument("--proxy", default="confidence",
                    help="the proxy in --proxy_file: confidence, max_conf, entropy, bi_acc, ho_ret or curvature")
     g.add_argument("--mem_centre", type=float, default=None,

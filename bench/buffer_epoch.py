@@ -2,21 +2,17 @@
 space, SGD lr 0.01, batch 256, DSA on every batch, one parameter snapshot per epoch). Prints one line.
 Target on one H100: <= 0.4 s per 50,000-image expert-epoch (issue 6); MTT's code takes 2.0-3.1 s.
 
-    python bench/buffer_epoch.py                        # 50,000 images, a full CIFAR-10 expert-epoch
-    python bench/buffer_epoch.py --n 2048 --device cpu  # a quick CPU figure
+    python -m bench.buffer_epoch                        # 50,000 images, a full CIFAR-10 expert-epoch
+    python -m bench.buffer_epoch --n 2048 --device cpu  # a quick CPU figure
 """
-import os
-import sys
 from functools import partial
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-import augment  # noqa: E402
-import buffers  # noqa: E402
-from datasets import DeviceLoader, get_info  # noqa: E402
-from utils import Timer, get_device, make_parser, run_cli  # noqa: E402
+from datasets import DeviceLoader, get_info
+from distillation import experts
+from training import augment
+from utils import Timer, get_device, make_parser, run_cli
 
 
 def main():
@@ -36,13 +32,13 @@ def main():
     labels = torch.randint(0, 10, (args.n,), device=device, generator=g)
     loader = DeviceLoader(images, labels, batch_size=args.batch_train, shuffle=True,
                           augment=None if args.no_dsa else partial(augment.dsa, strategy=augment.DSA_STRATEGY))
-    model = buffers.build_expert(args.model, info, 0).to(device)
-    buffers.train_expert(model, loader, 1, 0.01)  # warm-up: cuDNN autotuning, allocator
+    model = experts.build_expert(args.model, info, 0).to(device)
+    experts.train_expert(model, loader, 1, 0.01)  # warm-up: cuDNN autotuning, allocator
     with Timer(device) as t:
-        buffers.train_expert(model, loader, args.epochs, 0.01)
+        experts.train_expert(model, loader, args.epochs, 0.01)
     seconds = t.seconds / args.epochs
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"buffer_epoch: {buffers.model_dirname(args.model)} device={name} n={args.n} batch={args.batch_train} "
+    print(f"buffer_epoch: {experts.model_dirname(args.model)} device={name} n={args.n} batch={args.batch_train} "
           f"dsa={'off' if args.no_dsa else 'on'} {seconds:.3f} s/expert-epoch ({args.n / seconds:,.0f} img/s, "
           f"{seconds * 50000 / args.n:.2f} s per 50k-image epoch)")
 

@@ -4,21 +4,16 @@ line per setting: ipc 1 / syn_steps 50, ipc 10 / 30, ipc 50 / 30, full batch, DS
 Targets on one H100 (issue 7), --grad_mode exact: <= 0.15 s and <= 1 GB, <= 0.15 s and <= 2 GB,
 <= 0.5 s and <= 5 GB. MTT's code: 0.53 / 0.38 / 0.96 s with 2.4 / 9.8 / 44.6 GB.
 
-    python bench/distill_iter.py                          # the three settings, exact meta-gradient
-    python bench/distill_iter.py --grad_mode unroll       # MTT's memory-hungry backprop
-    python bench/distill_iter.py --device cpu --small     # quick CPU figures (syn_steps / 10, ipc 1/2/5)
+    python -m bench.distill_iter                          # the three settings, exact meta-gradient
+    python -m bench.distill_iter --grad_mode unroll       # MTT's memory-hungry backprop
+    python -m bench.distill_iter --device cpu --small     # quick CPU figures (syn_steps / 10, ipc 1/2/5)
 """
-import os
-import sys
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-
-import buffers  # noqa: E402
-import distillation as dd  # noqa: E402
-from datasets import get_info  # noqa: E402
-from utils import Timer, get_device, make_parser, run_cli  # noqa: E402
+from datasets import get_info
+from distillation import experts
+from distillation import matching as dd
+from utils import Timer, get_device, make_parser, run_cli
 
 SETTINGS = ((1, 50), (10, 30), (50, 30))   # (ipc, syn_steps)
 SMALL = ((1, 5), (2, 3), (5, 3))
@@ -38,8 +33,8 @@ class FakePool:
 def bench(ipc, steps, args, device, info):
     g = torch.Generator().manual_seed(0)
     n = ipc * info.num_classes
-    student = dd.Student(buffers.build_expert(args.model, info, 0).to(device))
-    pool = FakePool(buffers.flat_params(student.model), g)
+    student = dd.Student(experts.build_expert(args.model, info, 0).to(device))
+    pool = FakePool(experts.flat_params(student.model), g)
     images = torch.randn(n, info.channels, info.im_size, info.im_size, generator=g).to(device)
     syn = dd.SyntheticSet(images, dd.class_labels(info.num_classes, ipc, device), 0.01, 100.0, 1e-5,
                           args.lr_weights)
@@ -69,7 +64,7 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     for ipc, steps in (SMALL if args.small else SETTINGS):
         seconds, peak = bench(ipc, steps, args, device, info)
-        print(f"distill_iter: {buffers.model_dirname(args.model)} device={name} grad_mode={args.grad_mode} "
+        print(f"distill_iter: {experts.model_dirname(args.model)} device={name} grad_mode={args.grad_mode} "
               f"weighted={args.lr_weights > 0} ipc={ipc} syn_steps={steps} batch_syn={ipc * info.num_classes} "
               f"{seconds:.3f} s/it peak_mem={peak:.2f} GB")
 

@@ -2,20 +2,15 @@
 computation FF uses (one jacrev per batch, vmapped over the K classes) against the released loop (K backward
 passes per batch), and the largest relative difference between the two. Prints one line.
 
-    python bench/ff_fisher.py                                  # ResNet-18, 45,000 images in batches of 32
-    python bench/ff_fisher.py --n 256 --device cpu             # a quick CPU figure
+    python -m bench.ff_fisher                                  # ResNet-18, 45,000 images in batches of 32
+    python -m bench.ff_fisher --n 256 --device cpu             # a quick CPU figure
 """
-import os
-import sys
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-
-import models  # noqa: E402
-from datasets import DeviceLoader, get_info  # noqa: E402
-from unlearn.ff import FISHER_BATCH, class_fisher, class_fisher_loop  # noqa: E402
-from utils import Timer, get_device, make_parser, run_cli  # noqa: E402
+import models
+from datasets import DeviceLoader, get_info
+from unlearn.ff import FISHER_BATCH, class_fisher, class_fisher_loop
+from utils import Timer, get_device, make_parser, run_cli
 
 
 def main():

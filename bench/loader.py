@@ -1,17 +1,12 @@
 """Throughput of the device-resident loader on CIFAR-10-shaped data: images/s with the training
 augmentation (crop+flip, shuffled) and without (shuffled only). Random uint8 images, so no download.
 
-    python bench/loader.py --device auto --batch_size 256 --n 50000 --epochs 5
+    python -m bench.loader --device auto --batch_size 256 --n 50000 --epochs 5
 """
-import os
-import sys
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-
-import datasets  # noqa: E402
-import utils  # noqa: E402
+import datasets
+import utils
 
 
 def images_per_second(loader, epochs, device) -> float:

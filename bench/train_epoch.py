@@ -1,20 +1,15 @@
 """Seconds per training epoch of main_train's loop (ResNet-18, CIFAR-10 shapes, random data), plain and
 with the speed flags (bf16 autocast, channels_last, optionally torch.compile). Prints one line.
 
-    python bench/train_epoch.py                       # 45,000 images, the full epoch of main_train
-    python bench/train_epoch.py --n 2048 --device cpu # a quick CPU figure
+    python -m bench.train_epoch                       # 45,000 images, the full epoch of main_train
+    python -m bench.train_epoch --n 2048 --device cpu # a quick CPU figure
 """
-import os
-import sys
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-
-import models  # noqa: E402
-import training  # noqa: E402
-from datasets import DeviceLoader, get_info, train_augment  # noqa: E402
-from utils import Timer, get_device, make_parser, run_cli  # noqa: E402
+import models
+import training
+from datasets import DeviceLoader, get_info, train_augment
+from utils import Timer, get_device, make_parser, run_cli
 
 
 def seconds_per_epoch(device, n, arch, batch_size, amp, channels_last, compile_, epochs):

@@ -1,6 +1,6 @@
 """Turn foreign weights into a mu-wdd model.pt, and report their test accuracy.
 
-    python scripts/import_checkpoint.py pytorch_model.bin --arch resnet18 --dataset cifar10 \
+    python -m scripts.import_checkpoint pytorch_model.bin --arch resnet18 --dataset cifar10 \
         --norm_std 0.2023,0.1994,0.2010 --train_on full --out runs/hf_resnet18/model.pt
 
 Accepts a bare state dict (the HF edadaltocg/resnet18_cifar10 file, a torchvision ResNet with the CIFAR
@@ -10,15 +10,12 @@ Their in-model `normalize.mean/std` buffers are used as the normalisation unless
 otherwise. Keys or shapes that do not fit are refused with one line naming them.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import models  # noqa: E402
-import training  # noqa: E402
-from datasets import get_info, load_data  # noqa: E402
-from utils import (UsageError, add_data_args, add_model_args, get_device, load_checkpoint, load_weights,  # noqa: E402
-                   make_parser, parse_floats, run_cli, save_checkpoint, state_dict_of)
+import models
+import training
+from datasets import get_info, load_data
+from utils import (UsageError, add_data_args, add_model_args, get_device, load_checkpoint, load_weights, make_parser,
+                   parse_floats, run_cli, save_checkpoint, state_dict_of)
 
 
 def fold_pruning(state: dict):

@@ -1,15 +1,15 @@
 """Write a job file for a sweep: methods x forget settings x seeds (x a hyperparameter grid).
 
-    python scripts/make_jobs.py --model runs/orig/model.pt --methods retrain,FT,GA,SalUn --classes 0-9 \
+    python -m scripts.make_jobs --model runs/orig/model.pt --methods retrain,FT,GA,SalUn --classes 0-9 \
         --seeds 1,2,3 --root runs/sweep > jobs.txt
-    python scripts/make_jobs.py --model runs/orig/model.pt --methods GA --random 4500 \
+    python -m scripts.make_jobs --model runs/orig/model.pt --methods GA --random 4500 \
         --grid unlearn_lr=1e-5,1e-4,1e-3,1e-2 --seeds 1 --root runs/ga_grid > ga.txt
     bash scripts/run_jobs.sh jobs.txt --gpus 0,1,2,3        # or: sbatch --array=1-N scripts/slurm/array.sbatch jobs.txt
 
 Every line is one main_forget.py run with its own --save_dir (ROOT/<forget setting>/<method>[-grid]-seed<s>),
 so finished runs are skipped on a rerun. A retrain run is added per setting and seed when --methods lacks
 one: `python -m evaluation.summarize ROOT` measures Avg.Gap against it, and
-`python scripts/select_by_val_gap.py ROOT` picks grid points by the gap on validation accuracy, not test.
+`python -m scripts.select_by_val_gap ROOT` picks grid points by the gap on validation accuracy, not test.
 Extra flags after `--` go to every line.
 """
 import itertools
@@ -17,9 +17,7 @@ import os
 import shlex
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from utils import UsageError, make_parser, run_cli  # noqa: E402
+from utils import UsageError, make_parser, run_cli
 
 
 def parse_list(text, flag):

@@ -7,8 +7,7 @@
 #   bash scripts/quickstart.sh --tiny   # one forget setting, three methods, short training (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-PY=.venv/bin/python
+PY=$(bash scripts/setup_env.sh)
 OUT=${OUT:-runs/quickstart}
 SEED=${SEED:-1}
 EPOCHS=10; METHODS="none FT GA RL SalUn FT_prune"

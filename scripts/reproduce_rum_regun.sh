@@ -39,7 +39,7 @@ train() {  # OUT FLAGS...: the original model, unless it is there
 train "$ROOT/rum/original" $TRAIN --record_events
 MODEL=$ROOT/rum/original/model.pt; EVENTS=$ROOT/rum/original/events.npz
 MIX_FLAGS="--proxy_file $EVENTS --proxy confidence --forget_group mix --num_indexes_to_replace $N_MIX"
-$PY datasets.py --dataset "$DATASET" $MIX_FLAGS --mask "$MODEL" --save_dir "$ROOT/rum/forget" | tail -n 1
+$PY -m forget_sets --dataset "$DATASET" $MIX_FLAGS --mask "$MODEL" --save_dir "$ROOT/rum/forget" | tail -n 1
 FSET=$ROOT/rum/forget/forget_indices.npy   # the union of groups.npz beside it: what retrain forgets
 declare -A PLAN=([salun]="low=none; mid=FT,unlearn_lr=0.1,unlearn_epochs=10; high=SalUn,unlearn_lr=0.1,unlearn_epochs=5"
                  [ng]="low=NG,alpha=0.99; mid=NG,alpha=0.97; high=NG,alpha=0.97,unlearn_lr=1e-3,unlearn_epochs=10")

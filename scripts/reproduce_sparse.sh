@@ -11,7 +11,7 @@ ROOT=runs/reproduce_sparse_$KIND; PY=${PYTHON:-python}
 [ -f "$MODEL" ] || { echo "error: no original model at '$MODEL' (train one with main_train.py)" >&2; exit 2; }
 mkdir -p "$ROOT"
 for SETTING in "--classes 0" "--random 4500"; do
-  gen() { $PY scripts/make_jobs.py --model "$MODEL" $SETTING --seeds "$SEEDS" --root "$ROOT" "$@"; }
+  gen() { $PY -m scripts.make_jobs --model "$MODEL" $SETTING --seeds "$SEEDS" --root "$ROOT" "$@"; }
   gen --methods FT -- --unlearn_lr 0.01 --unlearn_epochs 10
   gen --methods GA -- --unlearn_lr 1e-4 --unlearn_epochs 5 | grep -v -- "--unlearn retrain"
   gen --methods FF -- --no_aug | grep -v -- "--unlearn retrain"

@@ -1,22 +1,18 @@
 """Pick each method's hyperparameters from a grid by the smallest gap to retrain on validation data.
 
-    python scripts/select_by_val_gap.py runs/ga_grid [--keys unlearn_lr]
+    python -m scripts.select_by_val_gap runs/ga_grid [--keys unlearn_lr]
 
 For every forget setting and method, each grid point's runs are compared with the retrain runs of the same
 setting: mean |delta| over UA, RA, validation accuracy and MIA (validation in place of test, so the test set
 never chooses a hyperparameter). Prints the ranking and the winner per (setting, method).
 """
 import json
-import os
-import sys
 from collections import defaultdict
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from evaluation.summarize import find_results, label_of, method_of  # noqa: E402
-from utils import UsageError, make_parser, run_cli  # noqa: E402
+from evaluation.summarize import find_results, label_of, method_of
+from utils import UsageError, make_parser, run_cli
 
 VAL_KEYS = ("UA", "RA", "val_acc", "MIA")
 

@@ -2,11 +2,12 @@ import os
 import sys
 
 import pytest
+import torch
 
-# The library modules live at the repo root (no package install), so tests import them from there.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import datasets
 
-import datasets  # noqa: E402
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core (scripts/run_tests.sh): one thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

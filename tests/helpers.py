@@ -8,7 +8,14 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # small tensors: one thread per process i
 
 
 def run(script, *args, env=None):
-    """`python script args` (or `bash script args` for .sh) from the repo root, output captured; `env` is laid
-    over this process's environment."""
-    cmd = ["bash", script, *args] if script.endswith(".sh") else [sys.executable, os.path.join(ROOT, script), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    """`python script args` (`bash script args` for .sh, `python -m script args` for a module name such as
+    "forget_sets.memorization") from the repo root, output captured; `env` is laid over this process's
+    environment."""
+    env = {**{k: v for k, v in os.environ.items() if k != "SLURM_ARRAY_TASK_ID"}, **(env or {})}  # never a job's
+    if script.endswith(".sh"):
+        cmd = ["bash", script, *args]
+    elif script.endswith(".py"):
+        cmd = [sys.executable, os.path.join(ROOT, script), *args]
+    else:
+        cmd = [sys.executable, "-m", script, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-import augment
 import datasets
+from training import augment
 from utils import UsageError, load_checkpoint, save_checkpoint
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Splits

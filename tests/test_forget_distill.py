@@ -9,6 +9,7 @@ import torch
 import models
 from unlearn.common import Context, get_method
 from utils import UsageError
+
 import helpers
 from helpers import ONE_THREAD
 
@@ -129,7 +130,7 @@ def test_retrain_dsa_freeze_bn_run_on_distilled(setup, tmp_path):
 
 
 def test_offline_seconds_from_file_or_results(tmp_path):
-    from distillation import offline_seconds
+    from distillation.matching import offline_seconds
     assert offline_seconds(str(tmp_path / "d.pt"), {"metrics": {"wall_s": 3.5}}) == 3.5
     buffer = tmp_path / "buffer"
     buffer.mkdir()

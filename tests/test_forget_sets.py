@@ -11,11 +11,14 @@ import torch
 
 import datasets
 import estimate_mem
-import forget_sets as fs
+import forget_sets
 import main_train
 import models
 import training
+from forget_sets import groups as grp
+from forget_sets import memorization as memo
 from utils import UsageError, add_common_args, add_forget_args, make_parser, save_checkpoint
+
 from helpers import run
 
 
@@ -52,12 +55,12 @@ def memorised(digits):
     optimizer = training.build_optimizer(model.parameters(), 0.05)
     scheduler = training.build_scheduler(optimizer, "cosine", 40)
     loader = data.loader("train", train=True, batch_size=32, seed=0)
-    events = fs.EventRecorder(len(y), "cpu")
+    events = memo.EventRecorder(len(y), "cpu")
     for _ in range(40):
         training.train_epoch(model, loader, optimizer, on_batch=events)
         scheduler.step()
-    proxies = {**events.proxies(), "ho_ret": fs.heldout_retrain(model, data, epochs=5, lr=0.01, patience=2),
-               "curvature": fs.loss_curvature(model, data)}
+    proxies = {**events.proxies(), "ho_ret": memo.heldout_retrain(model, data, epochs=5, lr=0.01, patience=2),
+               "curvature": memo.loss_curvature(model, data)}
     return data, model, wrong, proxies
 
 
@@ -93,7 +96,7 @@ def test_groups_sizes_disjoint_and_mid_closest_to_centre():
     scores[:20] = np.nan
     pool = np.arange(10, 290)
     scored = pool[np.isfinite(scores[pool])]
-    g = fs.groups(scores, 40, 0.5, pool)
+    g = grp.groups(scores, 40, 0.5, pool)
     assert [len(g[k]) for k in ("high", "mid", "low")] == [40, 40, 40]
     everything = np.concatenate(list(g.values()))
     assert len(np.unique(everything)) == 120 and np.isin(everything, scored).all()
@@ -104,27 +107,27 @@ def test_groups_sizes_disjoint_and_mid_closest_to_centre():
     dist = np.abs(scores - 0.5)
     assert dist[g["mid"]].max() <= dist[others(g["mid"], rest)].min()
     # one group alone: high/low as above; mid is the N closest to the centre (median by default) in the pool
-    assert np.array_equal(fs.select_group(scores, "high", 40, 0.5, pool), g["high"])
-    mid = fs.select_group(scores, "mid", 40, None, pool)
+    assert np.array_equal(grp.select_group(scores, "high", 40, 0.5, pool), g["high"])
+    mid = grp.select_group(scores, "mid", 40, None, pool)
     dist = np.abs(scores - np.median(scores[scored]))
     assert len(mid) == 40 and dist[mid].max() <= dist[others(mid)].min()
     # mix: equal thirds, the groups of N/3
-    mix = fs.mix_groups(scores, 120, 0.5, pool)
+    mix = grp.mix_groups(scores, 120, 0.5, pool)
     assert all(np.array_equal(mix[k], g[k]) for k in g)
-    shuffled = fs.shuffle_groups(g, seed=1)
+    shuffled = grp.shuffle_groups(g, seed=1)
     assert [len(v) for v in shuffled.values()] == [40, 40, 40]
     assert np.array_equal(np.sort(np.concatenate(list(shuffled.values()))), np.sort(everything))
     assert not np.array_equal(shuffled["high"], g["high"])
     with pytest.raises(UsageError, match="multiple of 3"):
-        fs.mix_groups(scores, 121, 0.5, pool)
+        grp.mix_groups(scores, 121, 0.5, pool)
     with pytest.raises(UsageError, match="--num_indexes_to_replace"):
-        fs.groups(scores, 100, 0.5, pool)
+        grp.groups(scores, 100, 0.5, pool)
 
 
 def test_es_bins_are_15_equal_bins_ordered_by_distance():
     feats = torch.randn(157, 4)
     pool = np.arange(1000, 1157)
-    bins = fs.es_bins(feats, pool)
+    bins = grp.es_bins(feats, pool)
     assert len(bins) == 15 and all(len(b) == 157 // 15 for b in bins)
     assert len(np.unique(np.concatenate(bins))) == 150
     dist = (feats - feats.mean(0)).norm(dim=1).numpy()
@@ -135,9 +138,9 @@ def test_es_bins_are_15_equal_bins_ordered_by_distance():
 def test_entanglement_score_by_hand():
     retain = torch.tensor([[0.0, 0.0], [2.0, 0.0]])   # mean (1, 0), mean squared spread 1
     forget = torch.tensor([[10.0, 0.0], [12.0, 0.0]])  # mean (11, 0), spread 1; mu = (6, 0)
-    assert fs.entanglement_score(retain, forget) == pytest.approx((1 + 1) / (0.5 * (25 + 25)))
+    assert grp.entanglement_score(retain, forget) == pytest.approx((1 + 1) / (0.5 * (25 + 25)))
     closer = forget - torch.tensor([8.0, 0.0])
-    assert fs.entanglement_score(retain, closer) > fs.entanglement_score(retain, forget)
+    assert grp.entanglement_score(retain, closer) > grp.entanglement_score(retain, forget)
 
 
 def test_mem_score_files_load_by_either_key(tmp_path):
@@ -145,12 +148,12 @@ def test_mem_score_files_load_by_either_key(tmp_path):
     np.savez(tmp_path / "rum.npz", memorization=values)
     np.savez(tmp_path / "fz.npz", tr_mem=values, tr_labels=np.zeros(50))
     for name in ("rum.npz", "fz.npz"):
-        assert np.array_equal(fs.load_mem_scores(str(tmp_path / name), 50), values)
+        assert np.array_equal(memo.load_mem_scores(str(tmp_path / name), 50), values)
     with pytest.raises(UsageError, match="--mem_scores: .* of length 60"):
-        fs.load_mem_scores(str(tmp_path / "rum.npz"), 60)
+        memo.load_mem_scores(str(tmp_path / "rum.npz"), 60)
     np.savez(tmp_path / "other.npz", scores=values)
     with pytest.raises(UsageError, match="'memorization' or 'tr_mem'"):
-        fs.load_mem_scores(str(tmp_path / "other.npz"), 50)
+        memo.load_mem_scores(str(tmp_path / "other.npz"), 50)
 
 
 def nearest_neighbour_runs(calls, stop_at=None):
@@ -173,16 +176,16 @@ def nearest_neighbour_runs(calls, stop_at=None):
 def test_subsampling_estimator_finds_the_memorised_point_and_resumes(tmp_path):
     pool = np.arange(55)  # 55..59 are never trained on: no score
     calls = []
-    full = fs.subsample_memorization(nearest_neighbour_runs(calls), 60, pool, 20, 0.7, seed=0)
+    full = memo.subsample_memorization(nearest_neighbour_runs(calls), 60, pool, 20, 0.7, seed=0)
     mem = full["memorization"]
     assert mem[0] == 1 and np.all(mem[1:55] == 0) and np.isnan(mem[55:]).all()
     assert np.all(full["n_in"][:55] + full["n_out"][:55] == 20) and full["models"] == 20
     store = str(tmp_path / "models")
     calls.clear()
-    part = fs.subsample_memorization(nearest_neighbour_runs(calls, stop_at=8), 60, pool, 20, 0.7, 0, store)
+    part = memo.subsample_memorization(nearest_neighbour_runs(calls, stop_at=8), 60, pool, 20, 0.7, 0, store)
     assert part["models"] == 8 and calls == list(range(8))
     calls.clear()
-    again = fs.subsample_memorization(nearest_neighbour_runs(calls), 60, pool, 20, 0.7, 0, store)
+    again = memo.subsample_memorization(nearest_neighbour_runs(calls), 60, pool, 20, 0.7, 0, store)
     assert calls == list(range(8, 20))  # the first eight came from their files
     assert np.array_equal(again["memorization"], mem, equal_nan=True)
 
@@ -194,7 +197,7 @@ def test_estimate_mem_script_writes_loadable_scores(tmp_path, monkeypatch, capsy
     assert "2/2 models (2 new here" in out and "models/hour" in out, out
     assert len(os.listdir(tmp_path / "models")) == 2  # what a rerun would reuse
     data = datasets.load_data("digits")
-    mem = fs.load_mem_scores(str(tmp_path / "mem_scores.npz"), len(data.y_train))
+    mem = memo.load_mem_scores(str(tmp_path / "mem_scores.npz"), len(data.y_train))
     assert np.isnan(mem[data.val_idx]).all() and np.isfinite(mem[data.train_idx]).any()
     assert json.load(open(tmp_path / "results.json"))["metrics"]["models"] == 2
 
@@ -210,7 +213,7 @@ def forget_args(*argv):
 def test_forget_flags_select_by_difficulty(digits, memorised, tmp_path):
     scores = np.random.default_rng(1).random(len(digits.y_train))
     np.savez(tmp_path / "mem.npz", memorization=scores)
-    idx, desc = datasets.forget_set(forget_args("--forget_group", "high", "--mem_scores", str(tmp_path / "mem.npz"),
+    idx, desc = forget_sets.forget_set(forget_args("--forget_group", "high", "--mem_scores", str(tmp_path / "mem.npz"),
                                                 "--num_indexes_to_replace", "30"), digits)
     assert desc["kind"] == "mem_high" and desc["n"] == 30 and idx.dtype == np.int64
     assert np.array_equal(idx, np.sort(digits.train_idx[np.argsort(scores[digits.train_idx])[-30:]]))
@@ -218,20 +221,20 @@ def test_forget_flags_select_by_difficulty(digits, memorised, tmp_path):
     model = memorised[1]
     info = digits.info
     save_checkpoint(models.model_record(model, "convnetd1", info, info.mean, info.std), str(tmp_path / "model.pt"))
-    fs.save_proxies(str(tmp_path / "proxies.npz"), {"curvature": memorised[3]["curvature"]})
-    idx, desc = datasets.forget_set(forget_args("--forget_group", "mix", "--proxy_file", str(tmp_path / "proxies.npz"),
+    memo.save_proxies(str(tmp_path / "proxies.npz"), {"curvature": memorised[3]["curvature"]})
+    idx, desc = forget_sets.forget_set(forget_args("--forget_group", "mix", "--proxy_file", str(tmp_path / "proxies.npz"),
                                                 "--proxy", "curvature", "--num_indexes_to_replace", "60",
                                                 "--class_to_replace", "3,5", "--mask", str(tmp_path / "model.pt")),
                                     digits)
     assert desc["kind"] == "mem_mix_curvature" and desc["centre"] == "median" and desc["es"] > 0
     assert len(idx) == 60 and set(digits.y_train_np[idx]) <= {3, 5}
-    idx, desc = datasets.forget_set(forget_args("--es_group", "14", "--mask", str(tmp_path / "model.pt")), digits)
+    idx, desc = forget_sets.forget_set(forget_args("--es_group", "14", "--mask", str(tmp_path / "model.pt")), digits)
     assert desc["kind"] == "es14" and len(idx) == len(digits.train_idx) // 15 and desc["es"] > 0
     # named groups for RUM's runner: mix -> high/mid/low; ES -1 -> N/3 of RUM's bins 3, 12, 14
-    named = fs.groups_from_args(forget_args("--forget_group", "mix", "--mem_scores", str(tmp_path / "mem.npz"),
+    named = grp.groups_from_args(forget_args("--forget_group", "mix", "--mem_scores", str(tmp_path / "mem.npz"),
                                             "--num_indexes_to_replace", "60"), digits)
     assert {k: len(v) for k, v in named.items()} == {"high": 20, "mid": 20, "low": 20}
-    named = fs.groups_from_args(forget_args("--es_group", "-1", "--num_indexes_to_replace", "30"), digits, model)
+    named = grp.groups_from_args(forget_args("--es_group", "-1", "--num_indexes_to_replace", "30"), digits, model)
     assert {k: len(v) for k, v in named.items()} == {"es3": 10, "es12": 10, "es14": 10}
     assert np.isin(named["es14"], idx).all()
 
@@ -240,10 +243,10 @@ def test_spearman_table(tmp_path, monkeypatch, capsys):
     scores = np.random.default_rng(2).random(100)
     scores[:5] = np.nan
     np.savez(tmp_path / "mem.npz", memorization=scores)
-    fs.save_proxies(str(tmp_path / "p.npz"), {"ho_ret": scores ** 3, "confidence": -scores})
-    rho = fs.correlations(scores, {"ho_ret": scores ** 3, "confidence": -scores})
+    memo.save_proxies(str(tmp_path / "p.npz"), {"ho_ret": scores ** 3, "confidence": -scores})
+    rho = memo.correlations(scores, {"ho_ret": scores ** 3, "confidence": -scores})
     assert rho["ho_ret"] == (pytest.approx(1.0), 95) and rho["confidence"][0] == pytest.approx(-1.0)
-    main_of(fs, monkeypatch, "--mem_scores", tmp_path / "mem.npz", "--proxy_file", tmp_path / "p.npz")
+    main_of(memo, monkeypatch, "--mem_scores", tmp_path / "mem.npz", "--proxy_file", tmp_path / "p.npz")
     table = dict(line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:])
     assert table == {"ho_ret": "1.000", "confidence": "-1.000"}
 
@@ -252,8 +255,8 @@ def test_bad_inputs_are_one_error_line(tmp_path):
     n_train = len(datasets.load_data("digits").y_train)  # official train images (split: 90% of them)
     np.savez(tmp_path / "short.npz", memorization=np.zeros(50))
     base = ["--dataset", "digits", "--forget_group", "high"]
-    one_error_line(run("datasets.py", *base, "--mem_scores", str(tmp_path / "short.npz"),
+    one_error_line(run("forget_sets", *base, "--mem_scores", str(tmp_path / "short.npz"),
                        "--num_indexes_to_replace", "10"), "--mem_scores", str(n_train))
     np.savez(tmp_path / "ok.npz", tr_mem=np.zeros(n_train))
-    one_error_line(run("datasets.py", *base, "--mem_scores", str(tmp_path / "ok.npz"),
+    one_error_line(run("forget_sets", *base, "--mem_scores", str(tmp_path / "ok.npz"),
                        "--num_indexes_to_replace", "5000"), "--num_indexes_to_replace", "5000")

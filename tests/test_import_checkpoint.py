@@ -1,19 +1,14 @@
 """scripts/import_checkpoint.py: foreign state dicts become model.pt, mismatches are refused in one line."""
-import os
-import subprocess
-import sys
-
 import torch
 import torchvision
 
 import models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import run
 
 
 def run_import(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "import_checkpoint.py"), *args,
-                           "--no_eval"], capture_output=True, text=True, cwd=ROOT)
+    return run("scripts.import_checkpoint", *args, "--no_eval")
 
 
 def cifar_torchvision_resnet18():

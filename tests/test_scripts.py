@@ -53,7 +53,7 @@ def test_slurm_array_runs_its_own_line(tmp_path):
 
 
 def test_make_jobs_adds_retrain_and_expands_the_grid(tmp_path):
-    res = subprocess.run([sys.executable, "scripts/make_jobs.py", "--model", "m.pt", "--methods", "GA",
+    res = subprocess.run([sys.executable, "-m", "scripts.make_jobs", "--model", "m.pt", "--methods", "GA",
                           "--classes", "0-1", "--random", "100", "--seeds", "1,2",
                           "--grid", "unlearn_lr=1e-4,1e-3", "--root", "R", "--", "--no_aug"],
                          capture_output=True, text=True, cwd=ROOT)
@@ -61,7 +61,7 @@ def test_make_jobs_adds_retrain_and_expands_the_grid(tmp_path):
     assert res.returncode == 0 and len(lines) == 3 * 2 * (1 + 2)  # settings x seeds x (retrain + 2 lrs)
     assert sum("--unlearn retrain" in l for l in lines) == 6 and all("--no_aug" in l for l in lines)
     assert any("--save_dir R/class1/GA-unlearn_lr1e-3-seed2" in l for l in lines)
-    bad = subprocess.run([sys.executable, "scripts/make_jobs.py", "--model", "m.pt", "--methods", "GA"],
+    bad = subprocess.run([sys.executable, "-m", "scripts.make_jobs", "--model", "m.pt", "--methods", "GA"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--classes" in bad.stderr
 
@@ -75,3 +75,21 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     ga = json.load(open(tmp_path / "qs_tiny" / "class3" / "GA" / "results.json"))
     none = json.load(open(tmp_path / "qs_tiny" / "class3" / "none" / "results.json"))
     assert ga["metrics"]["UA"] > none["metrics"]["UA"]
+
+
+def test_setup_env_uses_a_complete_interpreter_and_builds_only_when_something_is_missing(tmp_path):
+    # This interpreter has every package (it runs the tests): it is used as it is, nothing is built.
+    have = sh("scripts/setup_env.sh", "--check", env={"PYTHON": sys.executable})
+    assert have.returncode == 0 and os.path.samefile(have.stdout.strip(), sys.executable), have.stderr
+    # A requirement no interpreter meets: --check says it would build .venv, and names what is missing.
+    req = tmp_path / "requirements.txt"
+    req.write_text("numpy>=1\nno-such-package-mu-wdd>=1.0\n")
+    miss = sh("scripts/setup_env.sh", "--check", env={"PYTHON": sys.executable, "REQUIREMENTS": str(req)})
+    assert miss.returncode == 1 and miss.stdout == ""
+    assert "would build .venv" in miss.stderr and "no-such-package-mu-wdd: not installed" in miss.stderr
+
+
+def test_check_env_compares_release_ranges():
+    from scripts import check_env
+    assert check_env.admissible("2.11.0+cu130", ">=2.2,<2.15") and not check_env.admissible("2.15.0", "<2.15")
+    assert check_env.admissible("1.26.4", ">=1.24,<3") and not check_env.admissible("0.16.1", ">=0.17")

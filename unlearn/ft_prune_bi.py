@@ -9,7 +9,7 @@ replaces `ctx.masks`, so the caller can save it.
 `rate` defaults to 0.95 (ending at the sparsity of the Unlearn-Sparse OMP models; the repo's pruning code
 had no settled value: its later version used `--rate ** (1 / (E - 1))` per epoch). Both `rate` and
 `prune_every` are read from the config when a caller sets them."""
-import pruning
+from training import pruning
 from unlearn.common import register, run_epochs
 from utils import UsageError
 

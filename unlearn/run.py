@@ -10,7 +10,8 @@ import torch
 import evaluation
 import models
 import training
-from datasets import forget_set, save_forget_indices
+from datasets import save_forget_indices
+from forget_sets import forget_set
 from unlearn.common import Context
 from unlearn.references import reference_outputs
 from unlearn.setup import is_classwise

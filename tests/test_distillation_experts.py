@@ -1,29 +1,24 @@
-"""buffer.py end to end on digits: trajectories, initialisation, resuming, sharding, retain-only buffers,
+"""distillation/experts.py through buffer.py end to end on digits: trajectories, initialisation, resuming, sharding, retain-only buffers,
 bad inputs."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import buffers
 import datasets
 import models
+from distillation import experts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ONE_THREAD, run
+
 FAST = ["--dataset", "digits", "--batch_train", "32", "--train_epochs", "3", "--save_interval", "1",
         "--device", "cpu", "--quiet"]
 
 
 def run_buffer(*args, env=None):
-    # One thread: these tensors are tiny, and on a shared machine extra OpenMP threads only add contention.
-    env = {**{k: v for k, v in os.environ.items() if k != "SLURM_ARRAY_TASK_ID"}, "OMP_NUM_THREADS": "1",
-           **(env or {})}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "buffer.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env)
+    return run("buffer.py", *args, env={**ONE_THREAD, **(env or {})})
 
 
 def load(folder, k):
@@ -55,7 +50,7 @@ def test_trajectories_start_at_the_init_and_the_loss_falls(reference, digits):
         assert torch.isnan(r["test_acc"][0, :2]).all() and r["test_acc"][0, -1] > 40  # chance is 10%
         assert np.array_equal(r["source_indices"].numpy(), digits.part("full"))  # MTT: all train images
     # the ZCA every file points to was fitted on the training images in [0, 1]
-    zca = buffers.load_zca(os.path.join(reference, "replay_buffer_0.pt"), load(reference, 0))
+    zca = experts.load_zca(os.path.join(reference, "replay_buffer_0.pt"), load(reference, 0))
     assert torch.allclose(zca.mean, digits.x_train.float().div(255).flatten(1).mean(0), atol=1e-6)
     result = json.load(open(os.path.join(reference, "results.json")))
     assert [h["expert"] for h in result["history"]] == [0, 1] and result["metrics"]["TA"] > 40
@@ -96,7 +91,7 @@ def test_retain_only_buffer_never_sees_the_forget_set(tmp_path, digits):
     assert len(np.intersect1d(source, forget)) == 0
     assert np.array_equal(np.union1d(source, forget), digits.part("full"))
     # even the whitening was fitted without them
-    zca = buffers.load_zca(str(folder / "replay_buffer_0.pt"), r)
+    zca = experts.load_zca(str(folder / "replay_buffer_0.pt"), r)
     retain_mean = digits.x_train[torch.from_numpy(source)].float().div(255).flatten(1).mean(0)
     assert torch.allclose(zca.mean, retain_mean, atol=1e-6)
     # the folder refuses a buffer trained on other data

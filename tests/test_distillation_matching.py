@@ -1,28 +1,28 @@
-"""distillation.py and distill.py on digits: meta-gradients (exact == unroll == finite differences), weights
-aligned with images, the iteration, files, resume, the NaN guard, bad inputs."""
+"""distillation/matching.py, distiller.py and distill.py on digits: meta-gradients (exact == unroll == finite
+differences), weights aligned with images, the iteration, files, resume, the NaN guard, bad inputs."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 
-import buffers
 import datasets
-import distillation as dd
+from distillation import experts
+from distillation import matching as dd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import helpers
+from helpers import ONE_THREAD
+
 INFO = datasets.get_info("digits")
-ENV = {**{k: v for k, v in os.environ.items() if k != "SLURM_ARRAY_TASK_ID"}, "OMP_NUM_THREADS": "1"}
 
 
 def problem(arch="convnetd1", dtype=torch.float32, n=6, seed=0):
     """A student, an (init, target) pair, and a small weighted synthetic set with non-trivial weights."""
     g = torch.Generator().manual_seed(seed)
-    student = dd.Student(buffers.build_expert(arch, INFO, seed).to(dtype))
-    theta0 = buffers.flat_params(student.model).to(dtype)
+    student = dd.Student(experts.build_expert(arch, INFO, seed).to(dtype))
+    theta0 = experts.flat_params(student.model).to(dtype)
     target = theta0 + 0.05 * torch.randn(theta0.shape, generator=g, dtype=dtype)
     images = torch.randn(n, 1, 8, 8, generator=g, dtype=dtype).requires_grad_(True)
     labels = torch.arange(n) % 10
@@ -171,8 +171,7 @@ FAST = ["--dataset", "digits", "--model", "ConvNetD1", "--zca", "--ipc", "2", "-
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV)
+    return helpers.run(script, *args, env=ONE_THREAD)
 
 
 @pytest.fixture(scope="module")
@@ -289,10 +288,10 @@ def test_learned_lr_is_clamped_at_the_floor():
 
 
 def test_small_norm_maps_are_warned_about(capsys):
-    buffers.warn_small_norm_maps("ConvNetD3", INFO)  # 8x8 digits: the last norm sees 2x2 maps
+    experts.warn_small_norm_maps("ConvNetD3", INFO)  # 8x8 digits: the last norm sees 2x2 maps
     assert "use --model ConvNetD2" in capsys.readouterr().err
-    buffers.warn_small_norm_maps("ConvNetD2", INFO)
-    buffers.warn_small_norm_maps("ConvNetD3", datasets.get_info("cifar10"))
+    experts.warn_small_norm_maps("ConvNetD2", INFO)
+    experts.warn_small_norm_maps("ConvNetD3", datasets.get_info("cifar10"))
     assert capsys.readouterr().err == ""
 
 

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import augment
-import buffers
 import training
 from datasets import DeviceLoader
+from distillation import experts
+from training import augment
 from utils import UsageError
 
 GRAD_MODES = ("exact", "unroll", "tesla")
@@ -56,11 +56,11 @@ class Diverged(UsageError):
 
 class Student:
     """`student(theta, x)` runs `model` with its parameters replaced by views of the flat vector theta, split
-    in model.parameters() order: the order of the buffer's flat trajectories (buffers.flat_params)."""
+    in model.parameters() order: the order of the buffer's flat trajectories (experts.flat_params)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model.requires_grad_(False)  # its own tensors are never used, only their layout
-        names, shapes = buffers.param_layout(model)
+        names, shapes = experts.param_layout(model)
         self.names = names
         self.shapes = [torch.Size(s) for s in shapes]
         self.numels = [s.numel() for s in self.shapes]
@@ -296,7 +296,7 @@ class TrainingSpace:
 
     @classmethod
     def of_buffer(cls, path: str, record: dict, device) -> "TrainingSpace":
-        zca = buffers.load_zca(path, record)
+        zca = experts.load_zca(path, record)
         if zca is not None:
             return cls(zca=zca.to(device))
         shape = (1, -1, 1, 1)
@@ -447,7 +447,7 @@ def evaluate_synset(arch, info, images, labels, loss_weights, lr: float, val_loa
     images, labels = images.detach(), labels.detach()
     for i in range(num_eval):
         s = eval_seed(seed, iteration, i)
-        model = buffers.build_expert(arch, info, s).to(images.device)
+        model = experts.build_expert(arch, info, s).to(images.device)
         train_on_synset(model, images, labels, loss_weights, lr, epochs, batch_size, strategy, s)
         val.append(training.evaluate(model, val_loader)["acc"])
         test.append(training.evaluate(model, test_loader)["acc"])

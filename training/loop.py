@@ -249,6 +249,7 @@ def fit(model, optimizer, scheduler, train_loader, val_loader, epochs, last_path
 
     Returns (history, train_seconds, epochs_run, done)."""
     import os
+
     from utils import Timer, load_checkpoint, save_checkpoint
     device = next(model.parameters()).device
     step_model = step_model or model

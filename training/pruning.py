@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from utils import UsageError
+from utils import UsageError, load_checkpoint
 
 
 def conv_weight_names(model) -> list:
@@ -172,3 +172,15 @@ def synflow_masks(model, rate, input_shape, iterations: int = 100, masks=None) -
         masks = _keep_top(scores, masks, keep)
     device = next(model.parameters()).device
     return {n: m.to(device) for n, m in masks.items()}
+
+
+def load_masks(path, model, arch, device):
+    """The pruning masks of a model.pt (e.g. main_prune's state1/model.pt), checked against `model`."""
+    record = load_checkpoint(path, map_location=device)
+    masks = record.get("masks") if isinstance(record, dict) else None
+    if not masks:
+        raise UsageError(f"--mask: '{path}' holds no pruning masks (a dense model.pt?)")
+    own = dict(model.named_parameters())
+    if any(n not in own or own[n].shape != m.shape for n, m in masks.items()):
+        raise UsageError(f"--mask: the masks in '{path}' (a {record.get('arch', '?')} model) do not fit --arch {arch}")
+    return {n: m.bool().to(device) for n, m in masks.items()}

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-import augment
+from training import augment
 
 
 def gen(seed=0):

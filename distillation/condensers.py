@@ -3,7 +3,7 @@ distilled.pt format. Plain functions of tensors and seeded generators; no argpar
 
 Forget sets. random, herding, kcenter and dm take a pool of official train indices (the train split minus
 the forget set) and read pixels only at those indices, so perturbing a forget image leaves their output
-bitwise unchanged (tests/test_condensers.py checks this; Blend is below). A class whose every train image is
+bitwise unchanged (tests/test_distillation_condensers.py checks this; Blend is below). A class whose every train image is
 forgotten contributes nothing.
 
   random   ipc images per class, drawn with a seeded numpy generator.
@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
-import augment
-import buffers
-import distillation as dd
 import training
 from datasets import DeviceLoader
+from distillation import experts
+from distillation import matching as dd
 from models.common import Normalize
+from training import augment
 from utils import UsageError, load_checkpoint, save_checkpoint, write_json
 
 CHUNK_PIXELS = 8192 * 32 * 32  # pixels per forward pass in DM and Blend (8192 CIFAR images): memory, not maths
@@ -210,7 +210,7 @@ class ClassSampler:
 
 class DistributionMatching:
     """The state of a DM run and its iteration. Images live in the normalised space (x - mean) / std, where
-    DM's published lr_img applies (the distillation's constants, buffers.training_norm, which are DM's own
+    DM's published lr_img applies (the distillation's constants, experts.training_norm, which are DM's own
     on CIFAR-10); every random choice derives from one CPU generator (seeded with `seed`),
     so state_dict() / load_state_dict() resume a run exactly.
 
@@ -222,7 +222,7 @@ class DistributionMatching:
     def __init__(self, x_train, pools: list, init_indices: np.ndarray, info, cfg: DMConfig, seed: int):
         device = x_train.device
         self.x, self.cfg, self.num = x_train, cfg, len(pools)
-        mean, std = buffers.training_norm(info)
+        mean, std = experts.training_norm(info)
         shape = (1, -1, 1, 1)
         self.space = dd.TrainingSpace(mean=torch.tensor(mean, device=device).view(shape),
                                       std=torch.tensor(std, device=device).view(shape))
@@ -234,7 +234,7 @@ class DistributionMatching:
         labels = torch.as_tensor([c for c, _ in pools], device=device).repeat_interleave(self.ipc)
         self.syn = dd.SyntheticSet(self.space(gather(x_train, init_indices)), labels, 0.0, cfg.lr_img, 0.0,
                                    cfg.lr_weight)
-        self.net = buffers.build_expert(cfg.arch, info, 0).to(device).requires_grad_(False)
+        self.net = experts.build_expert(cfg.arch, info, 0).to(device).requires_grad_(False)
         self.groups = augment.parse_strategy(cfg.dsa_strategy) if cfg.dsa_strategy else ()
         per = max(1, images_per_chunk(x_train) // (self.batch_real + self.ipc))
         self.chunks = [slice(c, min(c + per, self.num)) for c in range(0, self.num, per)]
@@ -405,8 +405,8 @@ def learn_blends(net, x, cluster, target, iterations: int, lr: float):
 
 def feature_net(info, seed: int, device):
     """Blend's random ConvNetD3, seeded, taking [0, 1] pixels (normalised inside, as the distillation's)."""
-    net = buffers.build_expert(BLEND["feature_arch"], info, seed)
-    net.normalize = Normalize(*buffers.training_norm(info))
+    net = experts.build_expert(BLEND["feature_arch"], info, seed)
+    net.normalize = Normalize(*experts.training_norm(info))
     return net.to(device).requires_grad_(False).eval()
 
 
@@ -414,7 +414,7 @@ def blend_manifest(info, split: dict, n_train: int, ipc: int, iterations: int, l
     """What identifies an offline stage: a stored one is reused only when all of this is equal."""
     return {"dataset": info.name, "split": dict(split), "n_train": int(n_train),
             "feature_net": {"arch": BLEND["feature_arch"], "seed": int(seed),
-                            "norm": [list(v) for v in buffers.training_norm(info)]},
+                            "norm": [list(v) for v in experts.training_norm(info)]},
             "ipc": int(ipc), "iterations": int(iterations), "lr": float(lr),
             "kmeans": {"iters": BLEND["kmeans_iters"], "tol": BLEND["kmeans_tol"]}}
 

@@ -1,5 +1,5 @@
-"""Pruning (pruning.py, main_prune.py), unlearning under a mask, pruned-checkpoint import, and the backdoor
-experiment (backdoor.py, main_backdoor.py), on digits and CPU."""
+"""Pruning (training/pruning.py, prune_states.py, main_prune.py), unlearning under a mask, pruned-checkpoint
+import, and the backdoor experiment (forget_sets/backdoor.py, main_backdoor.py), on digits and CPU."""
 import json
 import os
 import subprocess
@@ -11,10 +11,11 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-import backdoor
 import models
-import pruning
 from datasets import get_info
+from forget_sets import backdoor
+from training import pruning
+
 from helpers import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,6 +165,7 @@ def test_pruned_weights_stay_zero_under_unlearning(omp, tmp_path, method, extra)
 
 def test_ft_prune_bi_prunes_every_two_epochs_and_keeps_the_old_mask(omp, digits):
     import argparse
+
     import unlearn
     from unlearn.ft_prune_bi import prune_epochs
     assert prune_epochs(10) == [2, 4, 6, 8] and prune_epochs(3) == [2] and prune_epochs(2) == []
@@ -197,7 +199,7 @@ def test_torch_pruned_checkpoint_imports_to_the_same_function(tmp_path):
     state = net.state_dict()
     assert any(k.endswith("weight_orig") for k in state) and any(k.endswith("weight_mask") for k in state)
     torch.save({"state_dict": state}, tmp_path / "pruned.pth.tar")
-    res = run("scripts/import_checkpoint.py", str(tmp_path / "pruned.pth.tar"), "--arch", "convnet", "--dataset",
+    res = run("scripts.import_checkpoint", str(tmp_path / "pruned.pth.tar"), "--arch", "convnet", "--dataset",
               "digits", "--train_on", "train", "--out", str(tmp_path / "model.pt"), "--no_eval")
     assert res.returncode == 0, res.stderr
     model, record = models.load_model(str(tmp_path / "model.pt"))

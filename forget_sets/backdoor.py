@@ -10,12 +10,19 @@ digits default is white (255).
 A poisoned image gets the trigger and the target label; the attack success rate (ASR) is the percentage
 of test images of the other classes that the model assigns to the target class once triggered.
 """
+import os
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from utils import UsageError
+import models
+import training
+from datasets import DeviceLoader
+from utils import UsageError, load_checkpoint, save_checkpoint
+
+# Flags that make a poisoned model: a saved one is reused only when they match.
+BACKDOOR_KEYS = ("target_class", "poison_ratio", "patch_size", "patch_offset", "patch_value", "masks_from")
 
 
 def trigger_geometry(im_size: int, size=None, offset=None):
@@ -68,10 +75,54 @@ def poison_data(data, indices, target_class: int, size: int, offset: int, value:
 def attack_success_rate(model, data, target_class: int, size: int, offset: int, value: int = 0,
                         amp=False, batch_size=1024) -> float:
     """Percent of the non-target-class test images classified as `target_class` once triggered."""
-    from datasets import DeviceLoader
-    import training
     keep = torch.nonzero(data.y_test != target_class).flatten()
     x = add_trigger(data.x_test.index_select(0, keep), size, offset, value)
     loader = DeviceLoader(x, data.y_test.index_select(0, keep), batch_size=batch_size)
     logits, _ = training.predict(model, loader, amp)
     return 100.0 * (logits.argmax(1) == target_class).float().mean().item()
+
+
+def measure(model, data, forget_idx, retain_idx, args, amp):
+    """TA (clean test), ASR, forget accuracy (poisoned samples, target label) and optionally RA."""
+    def acc(indices, **kw):
+        return training.evaluate(model, data.loader(indices, batch_size=1024, **kw), amp)["acc"]
+    out = {"TA": acc(data.test_indices(), test=True),
+           "ASR": attack_success_rate(model, data, args.target_class, args.patch_size, args.patch_offset,
+                                      args.patch_value, amp),
+           "forget_acc": acc(forget_idx)}
+    if retain_idx is not None:
+        out["RA"] = acc(retain_idx)
+    return out
+
+
+def train_poisoned(model, data, part, forget_idx, retain_idx, args, info, mean, std, milestones, masks, amp,
+                   train_dir):
+    """Train (or reload, or continue) the poisoned model in train_dir with main_train's recipe, under `masks`.
+    Returns (training seconds, metrics before unlearning), or None when --stop_after stopped it."""
+    model_path, config = os.path.join(train_dir, "model.pt"), vars(args)
+    device = next(model.parameters()).device
+    if os.path.isfile(model_path):
+        saved = load_checkpoint(model_path, map_location=device)
+        changed = [k for k in BACKDOOR_KEYS if saved["backdoor"].get(k) != config[k]]
+        if changed:
+            raise UsageError(f"--save_dir: its poisoned model was made with other {', '.join('--' + k for k in changed)}")
+        model.load_state_dict(saved["state_dict"])
+        print(f"poisoned model: {model_path} (trained earlier)")
+        return saved["metrics"]["train_s"], measure(model, data, forget_idx, retain_idx, args, amp)
+    optimizer = training.build_optimizer(model.parameters(), args.lr, args.momentum, args.weight_decay)
+    scheduler = training.build_scheduler(optimizer, args.scheduler, args.epochs, milestones, args.warmup)
+    train_loader = data.loader(part, train=True, batch_size=args.batch_size, seed=args.seed,
+                               **({"augment": None} if args.no_aug else {}))
+    history, train_s, _, done = training.fit(
+        model, optimizer, scheduler, train_loader, data.loader("val", batch_size=1024), args.epochs,
+        os.path.join(train_dir, "last.pt"), config, amp=amp, masks=masks, quiet=args.quiet,
+        stop_after=args.stop_after, resume_keys=training.RESUME_KEYS + BACKDOOR_KEYS)
+    if not done:
+        return None
+    before = measure(model, data, forget_idx, retain_idx, args, amp)
+    save_checkpoint(models.model_record(
+        model, args.arch, info, mean, std, split=data.split, train_on=args.train_on, epoch=args.epochs,
+        metrics={**before, "train_s": train_s, "val_acc": history[-1]["val_acc"]}, recipe=training.recipe(args),
+        backdoor={k: config[k] for k in BACKDOOR_KEYS},
+        **({"masks": {n: m.cpu() for n, m in masks.items()}} if masks else {})), model_path)
+    return train_s, before

@@ -1,25 +1,22 @@
-"""condensers.py and condense.py on digits: k-center's picks, forget images never read, DM learning and resuming,
-Blend's offline stage made once and reused, bad inputs."""
+"""distillation/condensers.py and condense.py on digits: k-center's picks, forget images never read, DM
+learning and resuming, Blend's offline stage made once and reused, bad inputs."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import condensers as cd
 import models
+from distillation import condensers as cd
 from utils import UsageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+import helpers
+from helpers import ONE_THREAD
 
 
 def run(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "condense.py"), *args, "--quiet"], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV)
+    return helpers.run("condense.py", *args, "--quiet", env=ONE_THREAD)
 
 
 def random_convnet(info, seed=0):

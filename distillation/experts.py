@@ -26,14 +26,16 @@ import math
 import os
 import re
 import sys
+from functools import partial
 
 import numpy as np
 import torch
 
 import models
 import training
-from datasets import ZCA
-from utils import UsageError, load_checkpoint, save_checkpoint
+from datasets import ZCA, DeviceLoader
+from training import augment
+from utils import Timer, UsageError, load_checkpoint, save_checkpoint
 
 ZCA_FILE = "zca.pt"
 ZCA_EPS = 0.1  # kornia ZCAWhitening(eps=0.1) as MTT uses it
@@ -166,6 +168,53 @@ def train_expert(model, loader, epochs: int, lr: float, momentum: float = 0.0, w
         if progress is not None:
             progress.update(1)
     return {"trajectory": trajectory, "train_loss": train_loss, "train_acc": train_acc, "test_acc": test_acc}
+
+
+class ExpertTrainer:
+    """Trains the experts of buffer files from buffer.py's flags, on train images already in the training
+    space; train_file(members) returns one file's record (trajectories, per-epoch stats, seeds, layout)."""
+
+    def __init__(self, args, info, x_train, y_train, test_loader):
+        self.args, self.info = args, info
+        self.x_train, self.y_train, self.test_loader = x_train, y_train, test_loader
+        self.dsa = partial(augment.dsa, strategy=args.dsa_strategy) if args.dsa else None
+        every = args.eval_every or args.train_epochs
+        self.eval_epochs = set(range(every, args.train_epochs + 1, every)) | {args.train_epochs}
+
+    def train_file(self, members, bar=None) -> dict:
+        args, device = self.args, self.x_train.device
+        runs, seeds = [], []
+        with Timer(device) as t:
+            for i in members:
+                init_seed, data_seed = expert_seeds(args.seed, i)
+                model = build_expert(args.model, self.info, init_seed).to(device)
+                loader = DeviceLoader(self.x_train, self.y_train, batch_size=args.batch_train, shuffle=True,
+                                      augment=self.dsa, seed=data_seed)
+                run = train_expert(model, loader, args.train_epochs, args.lr_teacher, args.mom, args.l2, args.decay,
+                                   self.test_loader, self.eval_epochs, progress=bar)
+                runs.append({key: value.cpu() for key, value in run.items()})  # one sync per expert
+                seeds.append((init_seed, data_seed))
+                if bar is not None:
+                    bar.set_postfix(expert=i, test_acc=f"{float(runs[-1]['test_acc'][-1]):.1f}%")
+        stacked = {key: torch.stack([r[key] for r in runs]) for key in runs[0]}
+        names, shapes = param_layout(model)
+        return {"param_names": names, "param_shapes": shapes, "trajectories": stacked.pop("trajectory"), **stacked,
+                "expert_indices": torch.tensor(members, dtype=torch.long),
+                "seeds": torch.tensor([s for s, _ in seeds], dtype=torch.long),
+                "data_seeds": torch.tensor([s for _, s in seeds], dtype=torch.long), "train_seconds": t.seconds}
+
+
+def buffer_history(plan, written: dict, done: dict) -> list:
+    """One record per expert of the planned files (k -> record, from this run or found complete)."""
+    history = []
+    for k, _ in plan:
+        rec = written.get(k) or done[k]
+        for j, i in enumerate(rec["expert_indices"].tolist()):
+            test = {e + 1: float(a) for e, a in enumerate(rec["test_acc"][j].tolist()) if not math.isnan(a)}
+            history.append({"expert": i, "file": k, "seed": int(rec["seeds"][j]), "test_acc": test,
+                            "train_loss": float(rec["train_loss"][j, -1]), "train_acc": float(rec["train_acc"][j, -1]),
+                            "trained_now": k in written})
+    return history
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,5 @@
 """main_train.py end to end on digits: accuracy, resume equivalence, model.pt metadata, bad inputs."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,13 +8,13 @@ import models
 import training
 from utils import UsageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import run
+
 FAST = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet"]
 
 
 def run_train(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "main_train.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT)
+    return run("main_train.py", *args)
 
 
 @pytest.mark.parametrize("arch,epochs", [("resnet18", 4), ("convnet", 6)])
