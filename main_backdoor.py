@@ -4,6 +4,9 @@
         --save_dir runs/backdoor                                  # dense
     python main_backdoor.py ... --mask runs/omp/state1/model.pt   # trained under OMP's 95% mask
 
+Unlearn-Sparse's command (`--mask MODEL --unlearn FT --num_indexes_to_replace 4500`) runs as written:
+--num_indexes_to_replace is the number of poisoned images and --class_to_replace the target class, as there.
+
 10% (--poison_ratio) of the train split get the trigger (forget_sets/backdoor.py: a 4x4 black patch 2 pixels from the
 bottom-right corner on 32x32 images, scaled for other sizes: 2x2 at 1 pixel, white, on 8x8 digits) and the
 label --target_class. A model is trained on that with main_train's recipe (dense, or from scratch under
@@ -27,9 +30,9 @@ from forget_sets import backdoor
 from training import pruning
 from unlearn import Context, get_method
 from unlearn.setup import method_config
-from utils import (Timer, UsageError, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything,
-                   write_json)
+from utils import (Timer, UsageError, add_common_args, add_data_args, add_model_args, add_seed_args, default_save_dir,
+                   get_device, make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint,
+                   seed_everything, write_json)
 
 
 def parse_args(argv=None):
@@ -42,13 +45,16 @@ def parse_args(argv=None):
     g.add_argument("--target_class", "--class_to_replace", dest="target_class", type=int, default=0,
                    help="label given to the poisoned images")
     g.add_argument("--poison_ratio", type=float, default=0.1, help="fraction of the training images poisoned")
+    g.add_argument("--num_indexes_to_replace", type=int, default=None,
+                   help="number of poisoned training images instead of --poison_ratio (Unlearn-Sparse's spelling)")
     g.add_argument("--patch_size", type=int, default=None, help="trigger side in pixels (default 4 at 32x32, scaled)")
     g.add_argument("--patch_offset", type=int, default=None,
                    help="pixels between the trigger and the bottom-right corner (default 2 at 32x32, scaled)")
     g.add_argument("--patch_value", type=int, default=None,
                    help="trigger pixel value 0..255 (default 0 = black; 255 on digits, whose background is black)")
     g.add_argument("--mask", "--masks_from", dest="masks_from", default=None,
-                   help="a model.pt with pruning masks (e.g. main_prune's state1/model.pt): train under its mask")
+                   help="a model.pt with pruning masks (e.g. main_prune's state1/model.pt): train under its mask "
+                        "(Unlearn-Sparse's --mask names its pruned model too)")
     g = p.add_argument_group("unlearning the poison")
     g.add_argument("--unlearn", default="FT", help="method name (see unlearn.METHODS), or none to only measure")
     g.add_argument("--unlearn_lr", type=float, default=None, help="learning rate (default: the method's)")
@@ -57,6 +63,9 @@ def parse_args(argv=None):
     g.add_argument("--mask_ratio", type=float, default=None, help="SalUn: fraction of salient weights")
     g.add_argument("--variant", default="default", help="a published variant of the method")
     g.add_argument("--save_model", action="store_true", help="also write the unlearned model.pt")
+    g.add_argument("--dry_run", action="store_true",
+                   help="check the flags, the data, the poison set and the masks, print what would run, write nothing")
+    add_seed_args(p)
     return p.parse_args(argv)
 
 
@@ -104,20 +113,30 @@ def main():
     info, mean, std, milestones = check_args(args)
     device = get_device(args.device)
     amp = training.resolve_amp(args.amp, device)
-    prepare_save_dir(args.save_dir)
-    train_dir = prepare_save_dir(os.path.join(args.save_dir, "train"))
     record = run_record("main_backdoor.py", args, device)
 
     seed_everything(args.seed)
     clean = load_data(info.name, args.data_path, device, args.split_seed, args.split)
     part = clean.part(args.train_on)
+    if args.num_indexes_to_replace is not None:
+        if not 0 < args.num_indexes_to_replace < len(part):
+            raise UsageError(f"--num_indexes_to_replace: {args.num_indexes_to_replace} poisoned images is not in "
+                             f"1..{len(part) - 1} (the {args.train_on} split has {len(part)})")
+        args.poison_ratio = args.num_indexes_to_replace / len(part)
     forget_idx = backdoor.poison_indices(part, args.poison_ratio, args.seed)
     retain_idx = np.setdiff1d(part, forget_idx)
+    model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
+    masks = pruning.load_masks(args.masks_from, model, args.arch, device) if args.masks_from else None
+    if args.dry_run:
+        print(f"dry run: poison {len(forget_idx)} of {len(part)} {info.name} images (target {args.target_class}), "
+              f"train {args.arch} for {args.epochs} epochs{' under the masks of ' + args.masks_from if masks else ''}, "
+              f"unlearn with {args.unlearn}; nothing written")
+        return
+    prepare_save_dir(args.save_dir)
+    train_dir = prepare_save_dir(os.path.join(args.save_dir, "train"))
     data = backdoor.poison_data(clean, forget_idx, args.target_class, args.patch_size, args.patch_offset,
                                 args.patch_value)
     indices_file = save_forget_indices(forget_idx, args.save_dir)
-    model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std).to(device)
-    masks = pruning.load_masks(args.masks_from, model, args.arch, device) if args.masks_from else None
     pruning.apply_masks(model, masks)
 
     trained = backdoor.train_poisoned(model, data, part, forget_idx, retain_idx, args, info, mean, std, milestones,

@@ -4,7 +4,8 @@
     python main_forget_distill.py --mask resnet18_cifar10.pth --unlearn FT --unlearn_lr 0.01 \
         --unlearn_epochs 10 --class_to_replace 3 --dataset cifar10 --distilled runs/distill/distilled.pt
 
---distilled takes any distilled.pt: distill.py's, or condense.py's random/herding control of the same size.
+--distilled takes any distilled.pt: distill.py's, or condense.py's random/herding control of the same size;
+without it, the newest finished distill.py run for the dataset under runs/distill/ (its default output).
 Class-wise: distilled forget = the distilled images of the forgotten classes, distilled retain = the others.
 Random forgetting has no distilled forget images, so the real forget samples are used, and a distilled
 retain set must come from a retain-only buffer/condensation made for exactly this forget set.
@@ -14,6 +15,7 @@ loss is multiplied by its `loss_weights` (w^2 renormalised to mean 1, as in dist
 the set cost: condense.py's own metrics, or distill.py's results.json plus its buffer's; null if unknown), and
 request_s (prep_s plus the part of making the set that was for this forget set alone; see set_costs).
 """
+import os
 import sys
 from functools import partial
 
@@ -25,7 +27,7 @@ from datasets import DeviceLoader, train_augment
 from distillation.matching import offline_seconds
 from training import augment
 from unlearn.run import execute, make_context, start_run
-from unlearn.setup import add_unlearn_args, load_original, method_config
+from unlearn.setup import add_unlearn_args, dry_run, load_original, method_config, newest_finished
 from utils import Timer, UsageError, add_bool, add_common_args, load_checkpoint, make_parser, run_cli, seed_everything
 
 SOURCES = ("real", "distilled")
@@ -37,7 +39,8 @@ def parse_args():
     add_unlearn_args(p)
     add_common_args(p)
     g = p.add_argument_group("distilled data")
-    g.add_argument("--distilled", default=None, help="the distilled.pt to unlearn with")
+    g.add_argument("--distilled", default=None, help="the distilled.pt to unlearn with (default: the newest finished "
+                   "one distill.py wrote under runs/distill/<dataset>-*/, its default output)")
     g.add_argument("--retain_source", default="distilled", help="real or distilled retain data")
     g.add_argument("--forget_source", default=None,
                    help="real or distilled forget data (default: distilled for class-wise forgetting, else real)")
@@ -53,9 +56,19 @@ def parse_args():
                                  ("--distill_aug", args.distill_aug, AUGMENTS)):
         if value not in allowed:
             raise UsageError(f"{flag}: '{value}' is not one of {', '.join(a for a in allowed if a)}")
-    if not args.distilled:
-        raise UsageError("--distilled: give the distilled.pt (distill.py or condense.py) to unlearn with")
     return args
+
+
+def newest_distilled(dataset):
+    """No --distilled: the newest finished distilled.pt under distill.py's default output for the dataset
+    (runs/distill/<dataset>-<model>-ipc<k>-seed<s>/; finished = results.json beside it)."""
+    path = newest_finished(os.path.join("runs", "distill", f"{dataset}-*", "distilled.pt"))
+    if path is None:
+        raise UsageError(f"--distilled: none given and no finished distill.py run for {dataset} under runs/distill/ "
+                         f"(make one: python buffer.py --dataset {dataset} --zca, then python distill.py --dataset "
+                         f"{dataset} --ipc 1 --zca; or give --distilled PATH)")
+    print(f"--distilled not given: using the newest, {path}", flush=True)
+    return path
 
 
 def load_distilled(path, info, device):
@@ -101,6 +114,10 @@ def main():
     args = parse_args()
     model, record, data, device = load_original(args)
     method, cfg = method_config(args, record)
+    args.distilled = cfg.distilled = args.distilled or newest_distilled(data.info.name)
+    if args.dry_run:
+        load_distilled(args.distilled, data.info, device)
+        return dry_run(args, data, cfg)
     run = start_run("main_forget_distill.py", args, cfg, method, model, record, data, device, "distilled-")
     with Timer(device) as prep:
         d = load_distilled(args.distilled, data.info, device)

@@ -32,6 +32,9 @@ from utils import (UsageError, add_bool, add_common_args, default_save_dir, make
                    save_npz, save_numpy, seed_everything, write_json)
 
 SCRIPT = "main_rum.py"
+# RUM's released main_rum.py (nothing-Finetune-SalUn, low to high memorisation; its SalUn mask is the legacy one)
+RUM_PLAN = ("low=none; mid=FT,unlearn_lr=0.1,unlearn_epochs=10; "
+            "high=SalUn,mask_variant=legacy,unlearn_lr=0.1,unlearn_epochs=5")
 
 
 def parse_value(text: str):
@@ -141,10 +144,13 @@ def main():
                    help="an .npz of named index arrays (official train indices) to use as the groups")
     add_bool(g, "--shuffle", False, "deal the pooled groups into random groups of the same sizes (baseline)")
     args = p.parse_args()
+    if args.unlearn is not None:  # RUM's README: main_rum.py --unlearn METHOD (its script runs a fixed plan instead)
+        m = args.unlearn
+        raise UsageError(f"--unlearn: main_rum.py takes its steps from --plan: RUM's released main_rum.py is --plan "
+                         f"'{RUM_PLAN}' --no_aug; {m} on each group in turn is --plan 'low={m}; mid={m}; high={m}', "
+                         f"on the whole forget set --plan 'all={m}'")
     if not args.plan:
-        raise UsageError("--plan: give the steps, e.g. 'low=none; mid=FT,unlearn_lr=0.1; high=SalUn'")
-    if args.unlearn is not None:
-        raise UsageError("--unlearn: main_rum.py takes its methods from --plan (e.g. 'all=NG' for one method)")
+        raise UsageError(f"--plan: give the steps, e.g. '{RUM_PLAN}' (RUM's released main_rum.py)")
     steps = parse_plan(args.plan, method_keys(p) - {"unlearn"})
     args.unlearn = "none"
     model, record, data, device = load_original(args)
@@ -161,6 +167,10 @@ def main():
                          "group=none leaves one as it is) or one step on all")
     label = ("shuffle: " if args.shuffle else "rum: ") * (len(steps) > 1) + " > ".join(
         f"{s['group']}={s['unlearn']}" for s in steps)
+    if args.dry_run:
+        print(f"dry run: {label} on groups {', '.join(f'{k} ({len(v)})' for k, v in groups.items() if k != 'all')} "
+              f"of {args.model_path} ({data.info.name}, split {args.split} seed {args.split_seed}); nothing written")
+        return
     args.save_dir = args.save_dir or default_save_dir("main_rum", data.info.name, record["arch"],
                                                       ("shuffle-" if args.shuffle else "") + "-".join(
                                                           f"{s['group']}_{s['unlearn']}" for s in steps), args.seed)

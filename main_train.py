@@ -15,9 +15,9 @@ import models
 import training
 from datasets import get_info, load_data
 from forget_sets.memorization import EventRecorder
-from utils import (UsageError, add_bool, add_common_args, add_data_args, add_model_args, default_save_dir, get_device,
-                   make_parser, parse_floats, prepare_save_dir, run_cli, run_record, save_checkpoint, seed_everything,
-                   write_json)
+from utils import (UsageError, add_bool, add_common_args, add_data_args, add_model_args, add_seed_args,
+                   default_save_dir, get_device, make_parser, parse_floats, prepare_save_dir, run_cli, run_record,
+                   save_checkpoint, seed_everything, write_json)
 
 
 def parse_args(argv=None):
@@ -28,6 +28,7 @@ def parse_args(argv=None):
     training.add_recipe_args(p)
     add_bool(p, "--record_events", False, "record learning-event memorisation proxies (running means of "
              "confidence, max confidence, entropy, correctness per example) into events.npz")
+    add_seed_args(p)
     return p.parse_args(argv)
 
 

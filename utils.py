@@ -267,7 +267,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def make_parser(description: str) -> Parser:
-    return Parser(description=description, formatter_class=HelpFormatter)
+    # allow_abbrev=False: a flag is spelled in full or refused; argparse's prefix matching would turn the seeds'
+    # --mem into an ambiguity (--mem_scores, --mem_centre) and silently accept half-typed flags.
+    return Parser(description=description, formatter_class=HelpFormatter, allow_abbrev=False)
 
 
 def add_common_args(parser) -> None:
@@ -300,6 +302,31 @@ def add_model_args(parser, default_arch: str = "resnet18") -> None:
                    help="override the dataset's normalisation std, e.g. 0.2023,0.1994,0.2010 (the HF model's)")
 
 
+class _GpuAction(argparse.Action):
+    """--gpu N: --device cuda:N where CUDA is available (an absent GPU N is an error); no effect without CUDA."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.gpu = value
+        if not torch.cuda.is_available():
+            return
+        if not 0 <= value < torch.cuda.device_count():
+            parser.error(f"--gpu: there is no GPU {value} here (0..{torch.cuda.device_count() - 1})")
+        namespace.device = f"cuda:{value}"
+
+
+def add_seed_args(parser):
+    """The seeds' (Unlearn-Sparse, SalUn, RUM) general flags that do nothing here, so that their commands run as
+    written; --help says what each maps to. Returns the group, for a script's own seed-only flags."""
+    g = parser.add_argument_group("the seeds' flags (accepted so their commands run; docs/seed_commands.md)")
+    g.add_argument("--workers", "--num_workers", dest="workers", type=int, default=None, metavar="N",
+                   help="the seeds' DataLoader workers: no effect (the data lives on the device as tensors)")
+    g.add_argument("--print_freq", type=int, default=None, metavar="N",
+                   help="the seeds' log interval: no effect (a progress bar per epoch; --quiet for none)")
+    g.add_argument("--gpu", type=int, action=_GpuAction, default=None, metavar="N",
+                   help="= --device cuda:N (the later of the two wins); no effect on a machine without CUDA")
+    return g
+
+
 def add_forget_args(parser) -> None:
     g = parser.add_argument_group("forget set")
     g.add_argument("--class_to_replace", type=str, default=None,
@@ -309,9 +336,10 @@ def add_forget_args(parser) -> None:
                         "group size with --forget_group / --es_group")
     g.add_argument("--forget_indices", default=None, help="reuse a saved forget_indices.npy")
     # Forget sets by difficulty (RUM); the selection lives in forget_sets/groups.py.
-    g.add_argument("--forget_group", default=None, choices=("high", "mid", "low", "mix"),
+    g.add_argument("--forget_group", "--mem", dest="forget_group", default=None,
+                   choices=("high", "mid", "low", "mix"),
                    help="the N train-split images of highest / closest-to-centre / lowest memorisation "
-                        "(--mem_scores or --proxy_file), or mix: N/3 of each, disjoint")
+                        "(--mem_scores or --proxy_file), or mix: N/3 of each, disjoint (--mem: RUM's name)")
     g.add_argument("--mem_scores", default=None,
                    help="Feldman-Zhang memorisation scores: .npz with 'memorization' or 'tr_mem', one value per "
                         "official train image (estimate_mem.py writes one)")
@@ -322,10 +350,10 @@ def add_forget_args(parser) -> None:
                    help="the proxy in --proxy_file: confidence, max_conf, entropy, bi_acc, ho_ret or curvature")
     g.add_argument("--mem_centre", type=float, default=None,
                    help="mid = the N closest to this value (default: 0.5 for scores, the median for proxies)")
-    g.add_argument("--es_group", type=int, default=None,
+    g.add_argument("--es_group", "--group_index", dest="es_group", type=int, default=None,
                    help="entanglement group K (0..14): the train split sorted by feature distance to its centroid "
                         "(original model, --mask) in 15 equal bins, nearest first; N random of it with "
-                        "--num_indexes_to_replace; -1: N/3 of each of bins 3, 12, 14 (RUM's)")
+                        "--num_indexes_to_replace; -1: N/3 of each of bins 3, 12, 14 (RUM's; --group_index: its name)")
 
 
 def parse_floats(text, flag: str, n: int):

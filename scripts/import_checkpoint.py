@@ -7,26 +7,17 @@ Accepts a bare state dict (the HF edadaltocg/resnet18_cifar10 file, a torchvisio
 stem), a {'state_dict': ...} checkpoint (Unlearn-Sparse / SalUn `*model_SA_best.pth.tar`), with or without
 `module.` prefixes, and torch pruning's `weight_orig`/`weight_mask` pairs (folded into weights plus a mask).
 Their in-model `normalize.mean/std` buffers are used as the normalisation unless --norm_mean/--norm_std say
-otherwise. Keys or shapes that do not fit are refused with one line naming them.
+otherwise. Keys or shapes that do not fit are refused with one line naming them. The conversion is
+models.import_weights, which the unlearning scripts also use when their --mask is such a file (imported on the fly,
+not saved).
 """
 import os
 
 import models
 import training
 from datasets import get_info, load_data
-from utils import (UsageError, add_data_args, add_model_args, get_device, load_checkpoint, load_weights, make_parser,
-                   parse_floats, run_cli, save_checkpoint, state_dict_of)
-
-
-def fold_pruning(state: dict):
-    """conv.weight_orig * conv.weight_mask -> conv.weight; returns (state, masks by parameter name)."""
-    masks = {}
-    for key in [k for k in state if k.endswith(".weight_orig")]:
-        name = key[: -len("_orig")]
-        mask = state.pop(name + "_mask").bool()
-        state[name] = state.pop(key) * mask
-        masks[name] = mask
-    return state, masks
+from utils import (UsageError, add_data_args, add_model_args, get_device, load_checkpoint, make_parser, parse_floats,
+                   run_cli, save_checkpoint)
 
 
 def main():
@@ -44,14 +35,10 @@ def main():
     if args.train_on not in ("train", "full"):
         raise UsageError(f"--train_on: '{args.train_on}' is not one of train, full")
 
-    state, masks = fold_pruning(dict(state_dict_of(load_checkpoint(args.src))))
-    found_mean, found_std = state.pop("normalize.mean", None), state.pop("normalize.std", None)
-    mean = (parse_floats(args.norm_mean, "--norm_mean", info.channels)
-            or (tuple(round(v, 6) for v in found_mean.flatten().tolist()) if found_mean is not None else info.mean))
-    std = (parse_floats(args.norm_std, "--norm_std", info.channels)
-           or (tuple(round(v, 6) for v in found_std.flatten().tolist()) if found_std is not None else info.std))
-    model = models.get_model(args.arch, info.num_classes, info.channels, info.im_size, mean, std)
-    load_weights(model, state, source=args.src)
+    mean = parse_floats(args.norm_mean, "--norm_mean", info.channels)
+    std = parse_floats(args.norm_std, "--norm_std", info.channels)
+    model, record = models.import_weights(load_checkpoint(args.src), args.arch, info, mean, std, source=args.src)
+    mean, std, masks = record["norm_mean"], record["norm_std"], record.get("masks")
 
     metrics = {}
     if not args.no_eval:
@@ -60,9 +47,8 @@ def main():
         model.to(device)
         metrics["TA"] = training.evaluate(model, data.loader(data.test_indices(), test=True, batch_size=1024))["acc"]
         metrics["val_acc"] = training.evaluate(model, data.loader("val", batch_size=1024))["acc"]
-    record = models.model_record(model, args.arch, info, mean, std, split={"name": args.split, "seed": args.split_seed},
-                                 train_on=args.train_on, epoch=None, metrics=metrics, source=os.path.abspath(args.src),
-                                 **({"masks": masks} if masks else {}))
+    record.update(split={"name": args.split, "seed": args.split_seed}, train_on=args.train_on, epoch=None,
+                  metrics=metrics, source=os.path.abspath(args.src))
     save_checkpoint(record, args.out)
     acc = f"test {metrics['TA']:.2f}%, val {metrics['val_acc']:.2f}%" if metrics else "not evaluated"
     print(f"imported {args.src} as {models.canonical_arch(args.arch)}/{info.name} (mean {mean}, std {std}"

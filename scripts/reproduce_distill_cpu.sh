@@ -6,9 +6,10 @@
 # epochs on the first 200 JPEG test images per class (TA (JPEG test)) and, afterwards, on the 1,000 lossless
 # official test images. Resumable: every finished step is skipped on a rerun, so it can be stopped anywhere.
 #   bash scripts/reproduce_distill_cpu.sh [OUT] [SEEDS]     (defaults: runs/distill_cpu, "1 2 3")
-# Steps, most important first: unweighted / weighted / MU-WDD-heuristic sets over SEEDS; unroll and tesla
-# (first seed); the MU-WDD rows (a ConvNetD3 original on the same subset, retrain, FT and GA forgetting class 3
-# with each set and a same-size herding subset); the lossless re-evaluation; ipc 10 (first seed, 20 its).
+# Steps, breadth first: for the first seed, unweighted / weighted / MU-WDD-heuristic sets, unroll and tesla
+# (each also re-evaluated with its real start on the lossless split: lossless.json); the MU-WDD rows (a
+# ConvNetD3 original on the same subset, retrain, FT and GA forgetting class 3 with each set, the real data and
+# a same-size herding subset); then the other seeds; ipc 10 (first seed, 20 iterations) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/setup_env.sh)
@@ -38,15 +39,16 @@ $PY buffer.py --dataset cifar10 --data_path "$SUB" --model ConvNetD3 --num_exper
 COMMON=(--dataset cifar10 --data_path "$SUB" --zca --model ConvNetD3 --buffer_path "$OUT/buffers" --ipc 1
         --syn_steps 10 --expert_epochs 2 --max_start_epoch 3 --lr_img 100 --lr_lr 1e-5 --lr_teacher 0.01
         --Iteration 40 --eval_it 40 --num_eval 2 --epoch_eval_train 300 --quiet)
-distill() {  # NAME SEED FLAGS...
+distill() {  # NAME SEED FLAGS...: distil, then re-evaluate best.pt (and its real start) on the lossless split
   local D=$OUT/$1; shift; local S=$1; shift
   [ -f "$D/results.json" ] || $PY distill.py "${COMMON[@]}" --seed "$S" --save_dir "$D" "$@" | tail -n 1
+  [ -f "$D/lossless.json" ] || $PY -m scripts.eval_distilled "$D/best.pt" --dataset cifar10 \
+      --data_path "$OUT/data_lossless" --real_start --seed "$S" --out "$D/lossless.json" | tail -n 1
 }
-for S in $SEEDS; do
-  distill ipc1-exact-s$S "$S" --lr_weights 0
-  distill ipc1-wdd-s$S "$S" --lr_weights 0.01                              # matching meta-gradient on the weights
-  distill ipc1-heur-s$S "$S" --lr_weights 0.01 --weight_grad inner_loss    # MU-WDD's released heuristic
-done
+# Breadth first: every variant once, then the other seeds (a run cut short still has one of each).
+distill ipc1-exact-s$FIRST "$FIRST" --lr_weights 0
+distill ipc1-wdd-s$FIRST "$FIRST" --lr_weights 0.01                                # matching meta-gradient on the weights
+distill ipc1-heur-s$FIRST "$FIRST" --lr_weights 0.01 --weight_grad inner_loss     # MU-WDD's released heuristic
 distill ipc1-unroll-s$FIRST "$FIRST" --lr_weights 0 --grad_mode unroll
 distill ipc1-tesla-s$FIRST "$FIRST" --lr_weights 0 --grad_mode tesla
 
@@ -76,8 +78,9 @@ for SET in unweighted:ipc1-exact-s$FIRST weighted:ipc1-wdd-s$FIRST heuristic:ipc
 done
 [ -f "$O/table.md" ] || $PY -m evaluation.summarize "$O/class3" "$O/retrain" --out "$O/table.md" | tail -n 3
 
-# Every set again on the 1,000 lossless official test images (with the real start each set began from).
-[ -f "$OUT/lossless.json" ] || $PY -m scripts.eval_distilled "$OUT"/ipc1-*/best.pt --dataset cifar10 \
-    --data_path "$OUT/data_lossless" --real_start --seed 1 --out "$OUT/lossless.json"
-
+for S in ${SEEDS#"$FIRST"}; do
+  distill ipc1-exact-s$S "$S" --lr_weights 0
+  distill ipc1-wdd-s$S "$S" --lr_weights 0.01
+  distill ipc1-heur-s$S "$S" --lr_weights 0.01 --weight_grad inner_loss
+done
 distill ipc10-exact-s$FIRST "$FIRST" --lr_weights 0 --ipc 10 --Iteration 20 --eval_it 20

@@ -19,3 +19,26 @@ def run(script, *args, env=None):
     else:
         cmd = [sys.executable, "-m", script, *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def run_main(script, *args):
+    """`python script args` for a failing command line, in this process: the entry script's main() under
+    utils.run_cli (its `error:` line and exit code), with stdout and stderr captured. Returns what run()
+    returns. For bad-input checks, which end before any work: they skip an interpreter start-up (seconds) each."""
+    import contextlib
+    import importlib
+    import io
+
+    from utils import run_cli
+    module = importlib.import_module(script[:-3] if script.endswith(".py") else script)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = [script, *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(module.main)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())

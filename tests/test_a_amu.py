@@ -145,6 +145,7 @@ def test_without_heldout_images_exit_2_with_one_line(original, regun_digits, tmp
         unlearn.get_method("FT").run(models.load_model(original, "cpu")[0], ctx, cfg_for("FT", amu_reg=1.0))
 
 
+@pytest.mark.slow
 def test_compare_condensers_tiny_writes_one_table_with_costs_and_a_scatter(original, tmp_path):
     root = tmp_path / "cc"
     res = run("scripts/compare_condensers.sh", "--tiny",

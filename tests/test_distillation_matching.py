@@ -295,6 +295,7 @@ def test_small_norm_maps_are_warned_about(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_distillation_beats_its_real_start(tmp_path):
     """The quickstart's digits setting (docs/results/distill_digits.md) on a smaller budget: the matching loss
     falls and fresh networks trained on the distilled set beat the same networks trained on the real images

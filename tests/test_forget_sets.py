@@ -19,7 +19,7 @@ from forget_sets import groups as grp
 from forget_sets import memorization as memo
 from utils import UsageError, add_common_args, add_forget_args, make_parser, save_checkpoint
 
-from helpers import run
+from helpers import run, run_main
 
 
 def main_of(module, monkeypatch, *argv):
@@ -258,5 +258,5 @@ def test_bad_inputs_are_one_error_line(tmp_path):
     one_error_line(run("forget_sets", *base, "--mem_scores", str(tmp_path / "short.npz"),
                        "--num_indexes_to_replace", "10"), "--mem_scores", str(n_train))
     np.savez(tmp_path / "ok.npz", tr_mem=np.zeros(n_train))
-    one_error_line(run("forget_sets", *base, "--mem_scores", str(tmp_path / "ok.npz"),
-                       "--num_indexes_to_replace", "5000"), "--num_indexes_to_replace", "5000")
+    one_error_line(run_main("forget_sets.__main__", *base, "--mem_scores", str(tmp_path / "ok.npz"),
+                            "--num_indexes_to_replace", "5000"), "--num_indexes_to_replace", "5000")

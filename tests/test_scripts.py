@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -66,6 +68,7 @@ def test_make_jobs_adds_retrain_and_expands_the_grid(tmp_path):
     assert bad.returncode == 2 and "--classes" in bad.stderr
 
 
+@pytest.mark.slow
 def test_tiny_quickstart_end_to_end(tmp_path):
     res = sh("scripts/quickstart.sh", "--tiny", env={"OUT": str(tmp_path / "qs")})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -16,7 +16,7 @@ from datasets import get_info
 from forget_sets import backdoor
 from training import pruning
 
-from helpers import run
+from helpers import run, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet"]
@@ -258,7 +258,7 @@ def test_backdoored_model_has_high_attack_success(tmp_path):
     (["--prune", "magic"], "--prune"),
 ])
 def test_bad_prune_inputs_exit_2_with_one_line(tmp_path, args, flag):
-    out = run("main_prune.py", *FAST, "--epochs", "2", "--save_dir", str(tmp_path / "run"), *args)
+    out = run_main("main_prune.py", *FAST, "--epochs", "2", "--save_dir", str(tmp_path / "run"), *args)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: ") and flag in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
@@ -270,7 +270,7 @@ def test_synflow_on_a_model_without_convolutions_is_one_clear_line():
             pruning.check_rate(rate)
     with pytest.raises(pruning.UsageError, match="no convolution"):
         pruning.synflow_masks(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 0.5, (1, 8, 8))
-    code = ("import torch; from torch import nn; import pruning; from utils import run_cli; "
+    code = ("import torch; from torch import nn; from training import pruning; from utils import run_cli; "
             "run_cli(lambda: pruning.synflow_masks(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 0.5, (1, 8, 8)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr

@@ -12,7 +12,7 @@ from datasets import select_forget
 from unlearn.common import Context
 from unlearn.l1_sparse import l1_coefficient
 from unlearn.salun import saliency_mask
-from helpers import run
+from helpers import run, run_main
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,11 @@ def test_method_registry_aliases():
     (["--unlearn", "FT", "--class_to_replace", "3", "--variant", "legacy"], "--variant"),
 ])
 def test_main_forget_bad_inputs(original, tmp_path, args, flag):
-    res = run("main_forget.py", "--mask", original, "--save_dir", str(tmp_path / "x"), *args)
+    res = run_main("main_forget.py", "--mask", original, "--save_dir", str(tmp_path / "x"), *args)
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("error: ") and flag in res.stderr and "Traceback" not in res.stderr
 
 
 def test_main_forget_missing_model(tmp_path):
-    res = run("main_forget.py", "--mask", str(tmp_path / "nope.pt"), "--unlearn", "FT", "--class_to_replace", "1")
+    res = run_main("main_forget.py", "--mask", str(tmp_path / "nope.pt"), "--unlearn", "FT", "--class_to_replace", "1")
     assert res.returncode == 2 and "does not exist" in res.stderr

@@ -385,7 +385,8 @@ def test_every_method_forgets_a_class_within_a_sensible_ra(original, baseline_ua
     (["--unlearn", "scrub@nope"], "--unlearn"),
 ])
 def test_bad_inputs_exit_2_with_one_line(original, tmp_path, args, flag):
-    res = run("main_forget.py", "--mask", original, "--save_dir", str(tmp_path / "x"), "--class_to_replace", "3", *args)
+    res = helpers.run_main("main_forget.py", "--mask", original, "--save_dir", str(tmp_path / "x"),
+                           "--class_to_replace", "3", *args)
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("error: ") and flag in res.stderr and res.stderr.count("\n") == 1, res.stderr
 

@@ -1,13 +1,18 @@
-"""Run set-up shared by main_forget.py and main_forget_distill.py: the flags, the original model and its
-data (with the split it was trained on), and each method's hyperparameters."""
+"""Run set-up shared by main_forget.py, main_forget_distill.py and main_rum.py: the flags (the seeds' spellings
+included, docs/seed_commands.md), the original model (our model.pt, or foreign weights imported on the fly) and
+its data (with the split it was trained on), and each method's hyperparameters."""
 import argparse
+import glob
+import os
 
 import numpy as np
 
 import models
 from datasets import get_info, load_data
+from forget_sets import forget_set
 from unlearn.common import METHODS, resolve
-from utils import UsageError, add_bool, add_forget_args, get_device
+from utils import (UsageError, add_bool, add_forget_args, add_seed_args, default_save_dir, get_device, load_checkpoint,
+                   parse_floats)
 
 
 def _at_least_one(text):
@@ -24,8 +29,16 @@ def _at_least_one(text):
 def add_unlearn_args(p):
     g = p.add_argument_group("model and data")
     g.add_argument("--mask", "--model_path", dest="model_path", default=None,
-                   help="the original model.pt to unlearn (`--mask` is the seeds' name for it)")
+                   help="the original model to unlearn (`--mask` is the seeds' name for it): a model.pt, or foreign "
+                        "weights (a state dict, e.g. the HF resnet18_cifar10 file or an Unlearn-Sparse checkpoint) "
+                        "built as --arch for --dataset (default resnet18, cifar10) on the seeds' split (val10, seed 1) "
+                        "and recorded as imported; default: main_train.py's default output for --dataset/--arch/--seed")
     g.add_argument("--dataset", default=None, help="must match the model's dataset (default: the model's)")
+    g.add_argument("--arch", default=None, help="must match the model's architecture (default: the model's)")
+    g.add_argument("--norm_mean", default=None, help="foreign weights: normalisation mean, e.g. 0.4914,0.4822,0.4465 "
+                   "(default: their normalize.mean buffer, else the dataset's); a model.pt carries its own")
+    g.add_argument("--norm_std", default=None, help="foreign weights: normalisation std, e.g. 0.2023,0.1994,0.2010 "
+                   "(the HF model's; default: their normalize.std buffer, else the dataset's)")
     g.add_argument("--data_path", "--data", dest="data_path", default="./data", help="dataset folder")
     g.add_argument("--split_seed", type=int, default=None,
                    help="default: the split the model was trained on; another one needs --force")
@@ -43,7 +56,8 @@ def add_unlearn_args(p):
                    help="NG's retain weight / l1-sparse's l1 strength / FF's noise scale / IU's step size "
                         "(default: the method's)")
     g.add_argument("--mask_ratio", type=float, default=None, help="SalUn: fraction of salient weights (0.5)")
-    g.add_argument("--mask_path", default=None, help="SalUn: reuse a saved saliency mask")
+    g.add_argument("--mask_path", "--path", dest="mask_path", default=None,
+                   help="SalUn: reuse a saved saliency mask (--path: RUM's name)")
     g.add_argument("--no_l1_epochs", type=int, default=0, help="l1-sparse: final epochs without the l1 term")
     g.add_argument("--variant", default="default", help="a published variant of the method (e.g. SalUn legacy)")
     g = p.add_argument_group("method hyperparameters (default: the method's or its preset's; see unlearn/*.py)")
@@ -60,8 +74,11 @@ def add_unlearn_args(p):
                    help="SSD selection: dampen parameters whose forget importance > alpha x overall importance (10)")
     g.add_argument("--ssd_lambda", type=float, default=None,
                    help="SSD dampening: multiply by min(lambda x overall / forget importance, 1) (1)")
-    g.add_argument("--kl_weight", type=float, default=None, help="SCRUB: weight of the KL to the teacher on retain")
-    g.add_argument("--ce_weight", type=float, default=None, help="SCRUB: weight of the CE on retain")
+    g.add_argument("--kl_weight", "--beta", dest="kl_weight", type=float, default=None,
+                   help="SCRUB: weight of the KL to the teacher on retain (--beta: RUM's name; SCRUB's code calls "
+                        "it alpha)")
+    g.add_argument("--ce_weight", "--gamma", dest="ce_weight", type=float, default=None,
+                   help="SCRUB: weight of the CE on retain (--gamma: RUM's and SCRUB's name)")
     g.add_argument("--msteps", type=int, default=None, help="SCRUB: epochs (1-based) that start with a max step")
     g.add_argument("--kd_T", type=float, default=None, help="SCRUB: distillation temperature; ReGUn: temperature of the target and the student (1)")
     g.add_argument("--lr_decay_epochs", default=None,
@@ -114,6 +131,20 @@ def add_unlearn_args(p):
     g.add_argument("--mia_jobs", type=int, default=5, help="parallel processes for the five SVC MIAs")
     g.add_argument("--save_model", action="store_true", help="also write the unlearned model.pt")
     g.add_argument("--amp", default="auto", help="bf16 autocast: auto (on for CUDA), bf16 or off")
+    g.add_argument("--dry_run", action="store_true",
+                   help="check the flags, the model, the data and the forget set, print what would run, write nothing")
+    g = add_seed_args(p)
+    g.add_argument("--mem_proxy", default=None,
+                   help="RUM's proxy selection: --mem groups by this proxy (= --proxy NAME) read from --proxy_file, "
+                        "by default the file beside the model: events.npz (main_train.py --record_events) for "
+                        "confidence, max_conf, entropy, bi_acc; proxies.npz (python -m forget_sets.memorization "
+                        "--compute) for ho_ret, curvature")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="the original model's training epochs in the seeds (RUM finds its checkpoint by them): no "
+                        "effect here, the model is --mask; unlearning epochs are --unlearn_epochs")
+    g.add_argument("--lr", type=float, default=None,
+                   help="the original model's learning rate in the seeds: no effect here; the unlearning lr is "
+                        "--unlearn_lr")
 
 
 def method_keys(parser) -> set:
@@ -124,16 +155,30 @@ def method_keys(parser) -> set:
 
 
 def load_original(args):
-    """(model, record, data, device) with the dataset and split the model was trained on."""
-    if not args.model_path:
-        raise UsageError("--mask/--model_path: give the original model.pt to unlearn")
+    """(model, record, data, device) with the dataset and split the model was trained on. `args`: add_unlearn_args'
+    flags (condense.py's subset: the flags it lacks count as not given)."""
+    for flag in ("arch", "norm_mean", "norm_std", "mem_proxy"):
+        setattr(args, flag, getattr(args, flag, None))
     device = get_device(args.device)
-    model, record = models.load_model(args.model_path, device)
+    args.model_path = args.model_path or default_original(args)
+    obj = load_checkpoint(args.model_path)
+    if models.is_model_record(obj):
+        model, record = models.model_from_record(obj, args.model_path), obj
+        for flag, value, own in (("--norm_mean", args.norm_mean, obj.get("norm_mean")),
+                                 ("--norm_std", args.norm_std, obj.get("norm_std"))):
+            if value is not None and (own is None or not np.allclose(parse_floats(value, flag, len(own)), own)):
+                raise UsageError(f"{flag}: the model.pt carries its normalisation ({own}); the flag is for foreign "
+                                 "weights")
+    else:
+        model, record = import_original(args, obj)
+    model = model.to(device)
     dataset = record.get("dataset")
     if dataset is None:
         raise UsageError(f"--mask: '{args.model_path}' does not say which dataset it was trained on")
     if args.dataset is not None and get_info(args.dataset).name != dataset:
         raise UsageError(f"--dataset: the model was trained on {dataset}, not {get_info(args.dataset).name}")
+    if args.arch is not None and models.canonical_arch(args.arch) != record["arch"]:
+        raise UsageError(f"--arch: the model is a {record['arch']}, not {args.arch}")
     model_split = record.get("split") or {}
     model_seed, split = model_split.get("seed"), model_split.get("name", "val10")
     if getattr(args, "split", None) not in (None, split):
@@ -146,8 +191,89 @@ def load_original(args):
         raise UsageError(f"--split_seed: the model was trained on split seed {model_seed}, not "
                          f"{args.split_seed} (another split would put its training images in val; --force to insist)")
     args.dataset = dataset
+    memorisation_source(args, dataset)
     data = load_data(dataset, args.data_path, device, args.split_seed, split)
     return model, record, data, device
+
+
+def import_original(args, obj):
+    """Foreign weights as the original: built from --arch/--dataset (the seeds' defaults resnet18, cifar10), on
+    the seeds' split (val10, seed 1) unless --split/--split_seed say otherwise; recorded as imported. The same
+    conversion as scripts/import_checkpoint.py (models.import_weights)."""
+    info = get_info(args.dataset or "cifar10")
+    arch = models.canonical_arch(args.arch or "resnet18")
+    mean = parse_floats(args.norm_mean, "--norm_mean", info.channels)
+    std = parse_floats(args.norm_std, "--norm_std", info.channels)
+    model, record = models.import_weights(obj, arch, info, mean, std, source=f"--mask '{args.model_path}'")
+    record.update(split={"name": args.split or "val10", "seed": 1 if args.split_seed is None else args.split_seed},
+                  train_on=None, imported=args.model_path)
+    args.imported = args.model_path  # in results.json's config
+    print(f"imported {args.model_path} as {arch} for {info.name} (mean {record['norm_mean']}, std "
+          f"{record['norm_std']}; split {record['split']['name']}, seed {record['split']['seed']})", flush=True)
+    return model, record
+
+
+def default_original(args) -> str:
+    """No --mask: the model.pt main_train.py writes by default for --dataset/--arch/--seed (RUM's scripts, too,
+    find the original by its name)."""
+    dataset, arch = get_info(args.dataset or "cifar10").name, models.canonical_arch(args.arch or "resnet18")
+    path = os.path.join(default_save_dir("main_train", dataset, arch, "train", args.seed), "model.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"--mask: give the original model; main_train.py's default output {path} is not there "
+                         f"either (python main_train.py --dataset {dataset} --arch {arch} --seed {args.seed} makes it)")
+    print(f"--mask not given: unlearning {path} (main_train.py's default output)", flush=True)
+    return path
+
+
+def newest_finished(pattern: str):
+    """The newest file matching the glob `pattern` whose folder holds results.json (a finished run), or None."""
+    done = [p for p in glob.glob(pattern) if os.path.isfile(os.path.join(os.path.dirname(p), "results.json"))]
+    return max(done, key=lambda p: os.path.getmtime(os.path.join(os.path.dirname(p), "results.json")), default=None)
+
+
+RUM_SCORE_FILES = {"cifar10": "estimates_results_woShuffle.npz", "cifar100": "cifar100_infl_matrix.npz"}
+EVENT_PROXIES = ("confidence", "max_conf", "entropy", "bi_acc")  # in events.npz; ho_ret, curvature in proxies.npz
+
+
+def memorisation_source(args, dataset):
+    """RUM's spellings of the difficulty flags: --mem_proxy NAME = --proxy NAME with the proxy file beside the model;
+    --mem (--forget_group) without scores = RUM's score file (in . or --data_path) or estimate_mem.py's newest
+    finished output for the dataset."""
+    if args.forget_group and args.es_group is not None:
+        raise UsageError("--group_index: give --mem (a memorisation group) or --group_index (an ES group), not both "
+                         "(RUM's code then uses neither and forgets N random samples: --class_to_replace -1 "
+                         "--num_indexes_to_replace N)")
+    if args.mem_proxy:
+        args.proxy = args.mem_proxy
+        name = "events.npz" if args.mem_proxy in EVENT_PROXIES else "proxies.npz"
+        args.proxy_file = args.proxy_file or os.path.join(os.path.dirname(os.path.abspath(args.model_path)), name)
+        if not os.path.isfile(args.proxy_file):
+            make = ("main_train.py --record_events (the original's training)" if name == "events.npz" else
+                    f"python -m forget_sets.memorization --mask {args.model_path} --compute {args.mem_proxy}")
+            raise UsageError(f"--mem_proxy: no {args.proxy_file}; make it with {make}, or give --proxy_file")
+    if not args.forget_group or args.mem_scores or args.proxy_file:
+        return
+    rum = RUM_SCORE_FILES.get(dataset)
+    found = [p for p in ([rum, os.path.join(args.data_path, rum)] if rum else []) if os.path.isfile(p)]
+    args.mem_scores = (found[0] if found else
+                       newest_finished(os.path.join("runs", "estimate_mem", f"{dataset}-*", "mem_scores.npz")))
+    if not args.mem_scores:
+        rum_hint = f" (RUM's {rum})" if rum else ""
+        raise UsageError(f"--mem: no memorisation scores for {dataset}: give --mem_scores FILE{rum_hint}, estimate "
+                         f"them (python estimate_mem.py --dataset {dataset}), or use a proxy (--mem_proxy confidence "
+                         "after main_train.py --record_events)")
+    print(f"--mem_scores not given: using {args.mem_scores}", flush=True)
+
+
+def dry_run(args, data, cfg) -> None:
+    """--dry_run: select the forget set (cheap) and print what would run; nothing is trained or written."""
+    idx, forget = forget_set(args, data)
+    if idx is None or len(idx) == 0:
+        raise UsageError("forget set is empty: give --class_to_replace and/or --num_indexes_to_replace, "
+                         "or --forget_indices")
+    hyper = f", lr {cfg.unlearn_lr}, {cfg.unlearn_epochs} epoch(s)" if cfg.unlearn_epochs else ""
+    print(f"dry run: {cfg.unlearn}{hyper} on {forget['n']} {forget['kind']} forget samples of {args.model_path} "
+          f"({data.info.name}, split {args.split} seed {args.split_seed}); nothing written")
 
 
 def is_classwise(forget_idx, data) -> list:
@@ -178,6 +304,9 @@ def method_config(args, record):
     if str(args.unlearn).lower() == "none":
         return None, argparse.Namespace(**{**vars(args), **UNLEARN_RECIPE})
     method, preset, defaults = resolve(args.unlearn)
+    if getattr(args, "mask_path", None) and method.name != "SalUn":
+        raise UsageError(f"--mask_path: {method.name} uses no saliency mask (RL with a saliency mask is SalUn: "
+                         f"--unlearn SalUn --mask_path {args.mask_path})")
     if args.variant not in method.variants:
         raise UsageError(f"--variant: {method.name} has variants {', '.join(method.variants)}, not '{args.variant}'")
     cfg = argparse.Namespace(**vars(args))
