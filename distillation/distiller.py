@@ -66,6 +66,13 @@ def method_name(args) -> str:
     return base + ("-wdd" if args.lr_weights > 0 else "")
 
 
+def eval_loaders(space, data):
+    """Validation and test loaders of `data` in the training space the synthetic images live in."""
+    val = torch.as_tensor(data.val_idx, device=data.x_train.device)
+    return (DeviceLoader(space(data.x_train.index_select(0, val)), data.y_train.index_select(0, val),
+                         batch_size=EVAL_BATCH), DeviceLoader(space(data.x_test), data.y_test, batch_size=EVAL_BATCH))
+
+
 class Distiller:
     """The state of one run in args.save_dir: synthetic set, generator, history, evaluations, best."""
 
@@ -86,10 +93,7 @@ class Distiller:
         self.cfg = dd.IterConfig(args.syn_steps, args.batch_syn, args.max_start_epoch, args.expert_epochs,
                                  args.grad_mode, args.weight_grad,
                                  None if (args.no_aug or not args.dsa) else args.dsa_strategy)
-        val = torch.as_tensor(data.val_idx, device=device)
-        self.val_loader = DeviceLoader(space(data.x_train.index_select(0, val)), data.y_train.index_select(0, val),
-                                       batch_size=EVAL_BATCH)
-        self.test_loader = DeviceLoader(space(data.x_test), data.y_test, batch_size=EVAL_BATCH)
+        self.val_loader, self.test_loader = eval_loaders(space, data)
         self.paths = {k: os.path.join(args.save_dir, f"{k}.pt") for k in ("distilled", "best", "last")}
         self.state = {"iteration": 0, "history": [], "evals": [], "best": None}
         self.resume()
@@ -211,15 +215,8 @@ def evaluate_saved(path, data, num_eval=2, epochs=300, batch_size=256, seed=0, r
     split. With real_start, also the real images the set started from (its init_indices) at lr_teacher."""
     saved = load_checkpoint(path)
     device, info, cfg = data.x_train.device, data.info, saved["config"]
-    if saved.get("zca"):
-        space = dd.TrainingSpace(zca=ZCA.from_state(saved["zca"]).to(device))
-    else:
-        shape = (1, -1, 1, 1)
-        space = dd.TrainingSpace(mean=torch.tensor(saved["norm_mean"], device=device).view(shape),
-                                 std=torch.tensor(saved["norm_std"], device=device).view(shape))
-    val = torch.as_tensor(data.val_idx, device=device)
-    loaders = (DeviceLoader(space(data.x_train.index_select(0, val)), data.y_train.index_select(0, val),
-                            batch_size=EVAL_BATCH), DeviceLoader(space(data.x_test), data.y_test, batch_size=EVAL_BATCH))
+    space = dd.TrainingSpace.of_record(saved, ZCA.from_state(saved["zca"]) if saved.get("zca") else None, device)
+    loaders = eval_loaders(space, data)
     strategy = cfg["dsa_strategy"] if cfg.get("dsa", True) else None
     labels = saved["labels"].to(device)
     weights = saved["loss_weights"].to(device) if cfg.get("eval_weighted", True) and cfg.get("lr_weights") else None

@@ -296,7 +296,11 @@ class TrainingSpace:
 
     @classmethod
     def of_buffer(cls, path: str, record: dict, device) -> "TrainingSpace":
-        zca = experts.load_zca(path, record)
+        return cls.of_record(record, experts.load_zca(path, record), device)
+
+    @classmethod
+    def of_record(cls, record: dict, zca, device) -> "TrainingSpace":
+        """From a buffer or distilled.pt record: its ZCA (loaded by the caller) or its norm_mean / norm_std."""
         if zca is not None:
             return cls(zca=zca.to(device))
         shape = (1, -1, 1, 1)
