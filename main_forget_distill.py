@@ -135,7 +135,7 @@ def main():
             return DeviceLoader(images, labels, rows, weights[rows], cfg.batch_size, shuffle=True, augment=aug,
                                 seed=seed)
 
-        real_aug = {"augment": None} if args.no_aug else {"augment": train_augment(data.info)}
+        real_aug = {"augment": None} if cfg.no_aug else {"augment": train_augment(data.info)}
         seed_everything(args.seed)
         retain = (distilled(~is_forget, args.seed) if args.retain_source == "distilled" else
                   data.loader(run.retain_idx, train=True, batch_size=cfg.batch_size, seed=args.seed, **real_aug))

@@ -32,9 +32,9 @@ from utils import (UsageError, add_bool, add_common_args, default_save_dir, make
                    save_npz, save_numpy, seed_everything, write_json)
 
 SCRIPT = "main_rum.py"
-# RUM's released main_rum.py (nothing-Finetune-SalUn, low to high memorisation; its SalUn mask is the legacy one)
+# RUM's released main_rum.py (nothing-Finetune-SalUn, low to high memorisation; SalUn@rum: RUM's mask and RL loop)
 RUM_PLAN = ("low=none; mid=FT,unlearn_lr=0.1,unlearn_epochs=10; "
-            "high=SalUn,mask_variant=legacy,unlearn_lr=0.1,unlearn_epochs=5")
+            "high=SalUn@rum,unlearn_lr=0.1,unlearn_epochs=5")
 
 
 def parse_value(text: str):
@@ -102,7 +102,7 @@ def step_args(args, step: dict, save_dir: str):
     """The run's flags with this step's method and hyperparameters laid over them (flags the step leaves
     unset keep the command line's value, else the method's default)."""
     a = copy.copy(args)
-    a.variant = "default"
+    a.variant = None  # each step's own (its preset's, else default), not the previous step's
     for key, value in step.items():
         setattr(a, "unlearn" if key == "unlearn" else key, value)
     a.save_dir, a.save_model, a.retrain_result, a.references = save_dir, True, None, None  # judged at the end

@@ -81,7 +81,7 @@ def main():
     if events is not None:
         events.finish(args.epochs, os.path.join(args.save_dir, "events.npz"))
 
-    test = training.evaluate(model, test_loader, amp)
+    test = training.evaluate(model, test_loader)
     metrics = {"TA": test["acc"], "val_acc": history[-1]["val_acc"], "train_acc": history[-1]["train_acc"],
                "train_s": train_seconds, "epoch_s_mean": train_seconds / len(history)}
     split = data.split

@@ -251,7 +251,7 @@ def str2bool(value) -> bool:
 def add_bool(parser, flag: str, default: bool, help: str) -> None:
     """A boolean flag usable bare (`--zca`) or with a value (`--zca True`, `--zca 0`)."""
     parser.add_argument(flag, type=str2bool, nargs="?", const=True, default=default, metavar="BOOL",
-                        help=f"{help} (default {default})")
+                        help=help)  # the HelpFormatter appends the default
 
 
 class Parser(argparse.ArgumentParser):

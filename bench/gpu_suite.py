@@ -316,7 +316,7 @@ def part_forget(s):
         method, cfg = method_config(args, record)
         run = start_run("main_forget.py", args, cfg, method, model, record, data, dev)
 
-        def timed(model, ctx, cfg):  # the method as execute() calls it, its rows recorded before the evaluation
+        def timed(model, ctx, cfg):  # the method, inside execute()'s method.apply; rows recorded before the evaluation
             with Timer(dev) as t:
                 model = method.run(model, ctx, cfg)
             epoch = t.seconds / hp["ft_epochs"]
@@ -448,8 +448,8 @@ def part_real_train(s, deadline):
             training.train_epoch(model, loader, opt, amp=cuda)
         done, spent, last = done + 1, spent + t.seconds, t.seconds
         first = first or t.seconds
-    val = training.evaluate(model, data.loader("val", channels_last=cuda), amp=cuda)["acc"]
-    test = training.evaluate(model, data.loader(data.test_indices(), test=True, channels_last=cuda), amp=cuda)["acc"]
+    val = training.evaluate(model, data.loader("val", channels_last=cuda))["acc"]
+    test = training.evaluate(model, data.loader(data.test_indices(), test=True, channels_last=cuda))["acc"]
     s.report.put("real_epochs", done, f"{spent:.0f} s of training")
     if done > 1:
         s.report.put("real_epoch_s", (spent - first) / (done - 1), f"mean of epochs 2-{done}; the first: {first:.2f} s")

@@ -90,9 +90,10 @@ def metrics_from_outputs(outputs, mia_jobs=5, references=None, retrain=None) -> 
     return metrics
 
 
-def evaluate_unlearning(model, data, forget_idx, retain_idx, forget_classes=None, amp=False, batch_size=1024,
-                        mia_jobs=5, outputs_path=None, references=None, retrain_result=None, features=False) -> dict:
-    """Every unlearning metric of `model`, from one predict pass over forget, retain, val, test (and held-out).
+def evaluate_unlearning(model, data, forget_idx, retain_idx, forget_classes=None, batch_size=1024, mia_jobs=5,
+                        outputs_path=None, references=None, retrain_result=None, features=False) -> dict:
+    """Every unlearning metric of `model`, from one fp32 predict pass over forget, retain, val, test (and
+    held-out; see model_outputs).
 
     forget_idx / retain_idx: official train indices; forget_classes: the forgotten classes for class-wise
     forgetting (see unlearning_metrics). outputs_path: also write the arrays there (outputs.npz); references:
@@ -109,8 +110,7 @@ def evaluate_unlearning(model, data, forget_idx, retain_idx, forget_classes=None
     retrain = load_retrain(retrain_result) if retrain_result else None  # before inference: fail fast
 
     with Timer(next(model.parameters()).device) as timer:
-        outputs = model_outputs(model, data, forget_idx, retain_idx, forget_classes, amp, batch_size,
-                                features=features)
+        outputs = model_outputs(model, data, forget_idx, retain_idx, forget_classes, batch_size, features=features)
         metrics = metrics_from_outputs(outputs, mia_jobs, references, retrain)
     if outputs_path:
         save_outputs(outputs, outputs_path)

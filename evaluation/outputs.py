@@ -43,7 +43,7 @@ class Outputs:
         return self[part]["probs"].argmax(1) == self[part]["labels"]
 
 
-def _part_outputs(model, data, indices, test, amp, batch_size, features) -> dict:
+def _part_outputs(model, data, indices, test, batch_size, features) -> dict:
     if len(indices) == 0:  # nothing to run (e.g. no held-out part in a val10 split)
         arrays = {"probs": np.zeros((0, data.info.num_classes), np.float32), "labels": np.zeros(0, np.int64),
                   "losses": np.zeros(0, np.float32)}
@@ -51,25 +51,27 @@ def _part_outputs(model, data, indices, test, amp, batch_size, features) -> dict
             arrays["features"] = np.zeros((0, 0), np.float16)
     else:
         loader = data.loader(indices, test=test, batch_size=batch_size)
-        logits, labels = training.predict(model, loader, amp)
+        logits, labels = training.predict(model, loader)
         arrays = {"probs": torch.softmax(logits, 1).cpu().numpy(), "labels": labels.cpu().numpy(),
                   "losses": F.cross_entropy(logits, labels, reduction="none").cpu().numpy()}
         if features:
             # a second pass, paid only when asked for
-            arrays["features"] = training.embed(model, loader, amp).cpu().numpy().astype(np.float16)
+            arrays["features"] = training.embed(model, loader).cpu().numpy().astype(np.float16)
     arrays["indices"] = np.asarray(indices, dtype=np.int64)
     return arrays
 
 
-def model_outputs(model, data, forget_idx, retain_idx=None, forget_classes=None, amp=False, batch_size=1024,
-                  parts=PARTS, features=False) -> Outputs:
-    """The arrays of `model` on `parts` of `data` (datasets.Data); forget/retain are official train indices."""
+def model_outputs(model, data, forget_idx, retain_idx=None, forget_classes=None, batch_size=1024, parts=PARTS,
+                  features=False) -> Outputs:
+    """The arrays of `model` on `parts` of `data` (datasets.Data); forget/retain are official train indices.
+    Always in fp32, as the references measure: a run's --amp governs its updates only, so that a metric never
+    depends on the speed flags."""
     indices = {"forget": np.sort(np.asarray(forget_idx, dtype=np.int64).reshape(-1)),
                "retain": np.sort(np.asarray(retain_idx if retain_idx is not None else [], np.int64).reshape(-1)),
                "val": data.val_idx, "test": data.test_indices(), "heldout": data.heldout_idx}
     meta = {"dataset": data.info.name, "split": data.split,
             "forget_classes": sorted(int(c) for c in forget_classes or [])}
-    return Outputs({part: _part_outputs(model, data, indices[part], part == "test", amp, batch_size, features)
+    return Outputs({part: _part_outputs(model, data, indices[part], part == "test", batch_size, features)
                     for part in parts}, meta)
 
 

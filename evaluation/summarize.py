@@ -44,11 +44,33 @@ def find_results(paths) -> list:
     return sorted(os.path.abspath(p) for p in found)
 
 
+RELEASED = " (released)"  # the row tag of a run that reproduces a released code's behaviour (see is_released)
+
+
+def is_released(config: dict) -> bool:
+    """Whether a run reproduces a released code's behaviour where ours differs on purpose: `--variant legacy`
+    (IU's rank-1 recursion, FF's row rule, SalUn's unmasked weight decay, BE's shadow output), a saliency
+    mask as a released SalUn/RUM version computed it, or ReGUn's shipped uniform held-out selector."""
+    return (config.get("variant") in ("legacy", "keep_shadow")
+            or config.get("mask_variant") in ("legacy", "first_commit", "rum")
+            or (config.get("unlearn") == "ReGUn" and config.get("regun_selector") == "uniform"))
+
+
 def method_of(result: dict) -> str:
-    """The method, with the data it ran on when that was not the real data (main_forget_distill's tag)."""
+    """The method with its preset (SalUn@rum), tagged ` (released)` when it ran a released behaviour, and with
+    the data it ran on when that was not the real data (main_forget_distill's tag)."""
     config = result.get("config", {})
+    if (result.get("forget") or {}).get("kind") == "none":  # a training record (main_prune's or main_backdoor's
+        return str(result.get("script", "?"))                # states carry the unlearning flags they were given)
     method = str(config.get("unlearn") or result.get("script", "?"))
+    method += f"@{config['preset']}" if config.get("preset") else ""
+    method += RELEASED if is_released(config) else ""
     return f"{method} [{config['data_tag']}]" if config.get("data_tag") else method
+
+
+def base_method(method: str) -> str:
+    """'IU (released)' -> 'IU'; 'SalUn@rum (released)' -> 'SalUn': the name published tables use."""
+    return method.replace(RELEASED, "").split("@")[0]
 
 
 def label_of(result: dict, label_keys=None) -> str:
@@ -158,14 +180,37 @@ def format_table(rows, published=None, columns=COLUMNS) -> str:
         return "–" if v is None else f"{v[0]:.{d}f}" + ("" if np.isnan(v[1]) else f" ± {v[1]:.{d}f}")
     head = ["method", "setting", "runs", *(HEADERS.get(k, k) for k in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown = set()  # a published row once per method and setting, under its first row (released or not)
     for r in rows:
         lines.append("| " + " | ".join([r["method"], r["label"], str(r["n"]), *(cell(r[k], k) for k in columns)])
                      + " |")
-        paper = (published or {}).get(r["method"])
+        name = base_method(r["method"])
+        paper = (published or {}).get(name) if (name, r["label"]) not in shown else None
         if paper:
+            shown.add((name, r["label"]))
             paper = {**paper, "RTE_s": paper["RTE_min"] * 60} if "RTE_min" in paper else paper
-            lines.append("| " + " | ".join([f"{r['method']} (published)", "", "", *(
+            lines.append("| " + " | ".join([f"{name} (published)", "", "", *(
                 f"{paper[k]:.2f}" if k in paper else "–" for k in columns)]) + " |")
+    return "\n".join(lines)
+
+
+VERSUS = ("UA", "RA", "TA", "MIA", "avg_gap")  # the columns of the released-vs-corrected table
+
+
+def format_released_vs_corrected(rows, columns=VERSUS) -> str:
+    """For every method and setting that ran both ways: each metric's released behaviour (what the paper ran)
+    and corrected (ours) side by side; '' when no method ran both."""
+    cell = {(r["method"], r["label"]): r for r in rows}
+    pairs = [(r, cell[(r["method"].replace(RELEASED, ""), r["label"])]) for r in rows
+             if RELEASED in r["method"] and (r["method"].replace(RELEASED, ""), r["label"]) in cell]
+    if not pairs:
+        return ""
+    fmt = lambda v: "–" if v is None else f"{v[0]:.2f}"
+    head = ["method", "setting"] + [f"{HEADERS.get(k, k)} {side}" for k in columns for side in ("released", "corrected")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for released, corrected in pairs:
+        values = [fmt(row[k]) for k in columns for row in (released, corrected)]
+        lines.append("| " + " | ".join([corrected["method"], released["label"], *values]) + " |")
     return "\n".join(lines)
 
 
@@ -253,6 +298,9 @@ def main():
     rows = summarize(args.runs, args.label_keys.split(",") if args.label_keys else None, args.ci)
     columns = (COLUMNS + COSTS if args.costs else COLUMNS) + present(rows)
     table = format_table(rows, published, columns)
+    versus = format_released_vs_corrected(rows)
+    if versus:  # where ours differs from the released code on purpose, both columns, as the scripts promise
+        table += "\n\nReleased behaviour (what the paper ran) vs corrected (ours), means over seeds:\n\n" + versus
     print(table)
     for folder in unfinished_runs(args.runs):
         print(f"unfinished (no results.json yet): {folder}")

@@ -161,7 +161,7 @@ class SubsetModels:
             self.epochs_left -= ran
         if not done:
             return None
-        logits, labels = training.predict(model, self.all_loader, self.amp)
+        logits, labels = training.predict(model, self.all_loader)
         correct = (logits.argmax(1) == labels).cpu().numpy()
         os.remove(self.last_path)  # the next model starts fresh
         self.new += 1
@@ -246,7 +246,7 @@ def heldout_retrain(model, data, epochs=30, lr=0.1, patience=4, batch_size=256, 
         if stale >= patience:
             break
     every = _all_train(data, 1024)
-    logp, logq = (training.predict(m, every, amp)[0] for m in (model, tuned))
+    logp, logq = (training.predict(m, every)[0] for m in (model, tuned))
     logp, logq = (v.softmax(1).clamp_min(1e-10).log() for v in (logp, logq))
     kl = 0.5 * ((logp.exp() * (logp - logq)).sum(1) + (logq.exp() * (logq - logp)).sum(1))
     return kl.cpu().numpy()

@@ -8,7 +8,8 @@
 
 Every line is one main_forget.py run with its own --save_dir (ROOT/<forget setting>/<method>[-grid]-seed<s>),
 so finished runs are skipped on a rerun. A retrain run is added per setting and seed when --methods lacks
-one: `python -m evaluation.summarize ROOT` measures Avg.Gap against it, and
+one (--no_retrain: not; the flags after `--` go to it too, so give retrain its own line when they are another
+method's): `python -m evaluation.summarize ROOT` measures Avg.Gap against it, and
 `python -m scripts.select_by_val_gap ROOT` picks grid points by the gap on validation accuracy, not test.
 Extra flags after `--` go to every line.
 """
@@ -47,6 +48,7 @@ def main():
     p.add_argument("--seeds", default="1", help="seeds, e.g. 1-3")
     p.add_argument("--grid", action="append", default=[], help="KEY=v1,v2,... (repeatable): a flag to sweep")
     p.add_argument("--root", default="runs/sweep", help="output root of the runs")
+    p.add_argument("--no_retrain", action="store_true", help="do not add a retrain run per setting and seed")
     p.add_argument("--python", default=sys.executable, help="interpreter used in the job lines (default: this one)")
     args = p.parse_args(argv)
     settings = [(f"class{c}", ["--class_to_replace", str(c)]) for c in parse_list(args.classes, "--classes")] \
@@ -63,7 +65,7 @@ def main():
             raise UsageError(f"--grid: expected KEY=v1,v2, got '{spec}'")
         grid.append([(key, v) for v in values.split(",")])
     methods = [m for m in args.methods.split(",") if m]
-    if "retrain" not in methods:
+    if "retrain" not in methods and not args.no_retrain:
         methods = ["retrain"] + methods
     for (name, flags), seed in itertools.product(settings, parse_list(args.seeds, "--seeds")):
         for method in methods:

@@ -11,7 +11,9 @@ line=$(grep -v -e '^[[:space:]]*$' -e '^[[:space:]]*#' "$jobs" | sed -n "${k}p")
 if [ -z "$line" ]; then echo "error: $jobs has no job $k" >&2; exit 2; fi
 mkdir -p "$logdir"
 save_dir=$(printf '%s\n' "$line" | sed -nE 's/.*--save_dir[= ]+([^ ]+).*/\1/p')
-if { [ -n "$save_dir" ] && [ -f "$save_dir/results.json" ]; } || [ -f "$logdir/job$k.done" ]; then
+# a job with --save_dir is done by its results.json alone: a marker by number would point at another job once the
+# job file is edited
+if { [ -n "$save_dir" ] && [ -f "$save_dir/results.json" ]; } || { [ -z "$save_dir" ] && [ -f "$logdir/job$k.done" ]; }; then
   echo "job $k: already done, skipped"; exit 0
 fi
 echo "job $k: $line" > "$logdir/job$k.log"

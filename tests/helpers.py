@@ -1,4 +1,4 @@
-"""What the test files share: running a repo script the way a user does, in a fresh process."""
+"""What the test files share: running a repo script the way a user does, in a fresh process; a method's config."""
 import os
 import subprocess
 import sys
@@ -42,3 +42,45 @@ def run_main(script, *args):
     finally:
         sys.argv = argv
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
+def cfg_for(name, **over):
+    """An unlearning method's config as method_config builds it: its defaults plus the seeds' SGD, overridden by
+    `over`."""
+    import argparse
+
+    import unlearn
+    base = {"variant": "default", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "unlearn_lr": None,
+            "unlearn_epochs": None}
+    return argparse.Namespace(**{**base, **unlearn.get_method(name).defaults, **over})
+
+
+def cpu_bf16_amp(monkeypatch):
+    """Make --amp mean bf16 autocast on the CPU too (on the CPU it is a no-op), so that a test sees which
+    computations an amp run autocasts: amp resolves to on, and training.autocast honours it."""
+    import contextlib
+
+    import torch
+
+    import training
+    from training import loop
+
+    def autocast(device, amp):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    monkeypatch.setattr(training, "resolve_amp", lambda flag, device: True)
+    for owner in (training, loop):  # the loop's own calls, and methods that call training.autocast
+        monkeypatch.setattr(owner, "autocast", autocast)
+
+
+def amp_changes_logits(model, x) -> bool:
+    """Whether the model's logits for `x` under training.autocast with amp on differ from its fp32 ones: under
+    cpu_bf16_amp they do (what proves that a comparison of amp and fp32 runs can fail); without it, on the
+    CPU, they do not."""
+    import torch
+
+    import training
+    model.eval()
+    with torch.no_grad():
+        with training.autocast(x.device, True):
+            amp = model(x).float()
+        return not torch.equal(amp, model(x))

@@ -1,7 +1,6 @@
 """A-AMU on digits: its MMD and rank transforms, one epoch forgets a class with unseen images drawn from the
 held-out split (never the test set), FT's --amu_reg add-on, the clean refusal without held-out images, and the
 condenser comparison script in its tiny mode."""
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from unlearn.a_amu import mmd, soft_probit
 from unlearn.common import Context
 from utils import UsageError
 import helpers
-from helpers import ONE_THREAD
+from helpers import ONE_THREAD, cfg_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS = 3
@@ -46,11 +45,6 @@ def context(data, forget_idx, batch_size=64):
                    forget=data.loader(forget_idx, train=True, batch_size=batch_size, seed=1),
                    heldout=data.loader(data.heldout_idx, train=True, augment=None, batch_size=batch_size, seed=2),
                    num_classes=10, device=torch.device("cpu"), make_model=None)
-
-
-def cfg_for(name, **over):
-    base = {"variant": "default", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
-    return argparse.Namespace(**{**base, **unlearn.get_method(name).defaults, **over})
 
 
 def accuracy(model, data, idx):

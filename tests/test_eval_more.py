@@ -14,11 +14,14 @@ import torch
 import evaluation
 import main_forget
 import main_train
+import models
 import training
 from evaluation import summarize as summ
 from evaluation.outputs import Outputs
 from unlearn.common import METHODS
 from utils import load_checkpoint, run_cli, save_checkpoint
+
+from helpers import amp_changes_logits, cpu_bf16_amp
 
 
 def outputs_of(parts: dict, forget_classes=()) -> Outputs:
@@ -275,6 +278,28 @@ def test_reference_cache_reused_rebuilt_and_resumed(original, tmp_path, monkeypa
     os.remove(first / "ref0" / "outputs.npz")
     assert run() == (1, most)
     assert (first / "ref0" / "outputs.npz").is_file() and (first / "ref1" / "model.pt").is_file()
+
+
+def test_evaluation_is_fp32_when_amp_is_on(original, digits, tmp_path, monkeypatch):
+    """The same weights evaluated by an amp run and a plain one: bit-identical per-example arrays, so identical
+    metrics (--amp governs updates only), although the amp run's bf16 autocast changes the model's logits."""
+    model, _ = models.load_model(original)
+    arrays, metrics = {}, {}
+    for amp in (False, True):
+        with monkeypatch.context() as mp:
+            if amp:
+                cpu_bf16_amp(mp)
+            cli(mp, main_forget.main, "--mask", original, "--unlearn", "none", *FORGET,
+                "--save_dir", tmp_path / str(amp))
+            changed = amp_changes_logits(model, next(iter(digits.loader("val"))).x)
+        assert changed == amp  # the patched amp does autocast; without it nothing does
+        with np.load(tmp_path / str(amp) / "outputs.npz") as npz:
+            arrays[amp] = {k: npz[k] for k in npz.files}
+        metrics[amp] = json.load(open(tmp_path / str(amp) / "results.json"))["metrics"]
+    assert arrays[True].keys() == arrays[False].keys()
+    for key, value in arrays[False].items():
+        assert np.array_equal(value, arrays[True][key]), key
+    assert all(metrics[True][k] == metrics[False][k] for k in ("UA", "RA", "TA", "MIA")), metrics
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many"])

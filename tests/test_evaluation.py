@@ -260,6 +260,29 @@ def test_summarize_cli_writes_table_and_chart(runs, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summarize_released_vs_corrected(tmp_path):
+    """A run with a released behaviour (--variant legacy, a released saliency mask) is its own row, and the
+    table puts it beside the corrected run of the same method and setting; the published row still matches."""
+    def run(name, config, **metrics):
+        fake_run(tmp_path / name, "IU", 1, **metrics)
+        path = tmp_path / name / "results.json"
+        record = json.loads(path.read_text())
+        record["config"].update(config)
+        path.write_text(json.dumps(record))
+    run("iu-released", {"variant": "legacy"}, UA=2.0, RA=98.0, TA=91.0, MIA=5.0, avg_gap=4.0)
+    run("iu", {"variant": "default"}, UA=6.0, RA=99.0, TA=93.0, MIA=12.0, avg_gap=1.0)
+    run("salun-rum", {"unlearn": "SalUn", "preset": "rum", "mask_variant": "rum"}, UA=1.0, RA=99.0, TA=92.0, MIA=3.0)
+    rows = summ.summarize(str(tmp_path))
+    assert [r["method"] for r in rows] == ["IU", "IU (released)", "SalUn@rum (released)"]
+    versus = summ.format_released_vs_corrected(rows)
+    assert versus.splitlines()[0].startswith("| method | setting | UA released | UA corrected | RA released")
+    assert "| IU | cifar10 resnet18 random n=4500 | 2.00 | 6.00 | 98.00 | 99.00 | 91.00 | 93.00 | 5.00 | 12.00 " \
+           "| 4.00 | 1.00 |" in versus
+    assert "SalUn" not in versus  # no corrected SalUn@rum run to compare with
+    table = summ.format_table(rows, summ.load_published("sparse_random10_dense"))
+    assert table.count("| IU (published) |") == 1  # once, under the first IU row
+
+
 def test_summarize_cli_without_results_is_a_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["summarize", str(tmp_path / "nothing")])
     with pytest.raises(SystemExit) as exit_info:

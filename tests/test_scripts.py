@@ -66,6 +66,10 @@ def test_make_jobs_adds_retrain_and_expands_the_grid(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scripts.make_jobs", "--model", "m.pt", "--methods", "GA"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--classes" in bad.stderr
+    alone = subprocess.run([sys.executable, "-m", "scripts.make_jobs", "--model", "m.pt", "--methods", "IU",
+                            "--random", "100", "--grid", "variant=legacy,default", "--no_retrain"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
+    assert len(alone) == 2 and not any("retrain" in l for l in alone)  # the released and the corrected IU only
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ import models
 from datasets import get_info
 from forget_sets import backdoor
 from training import pruning
+from utils import UsageError
 
-from helpers import run, run_main
+from helpers import ONE_THREAD, amp_changes_logits, cfg_for, cpu_bf16_amp, run, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet"]
@@ -163,28 +165,55 @@ def test_pruned_weights_stay_zero_under_unlearning(omp, tmp_path, method, extra)
     assert abs(pruning.sparsity(model) - original["metrics"]["sparsity"]) < 0.01
 
 
-def test_ft_prune_bi_prunes_every_two_epochs_and_keeps_the_old_mask(omp, digits):
-    import argparse
-
+def test_ft_prune_bi_prunes_before_every_second_epoch_and_keeps_the_old_mask(omp, digits):
     import unlearn
-    from unlearn.ft_prune_bi import prune_epochs
-    assert prune_epochs(10) == [2, 4, 6, 8] and prune_epochs(3) == [2] and prune_epochs(2) == []
     model, record = models.load_model(str(omp[0] / "state1" / "model.pt"))
-    method = unlearn.get_method("FT_prune_bi")
-    cfg = argparse.Namespace(**{**method.defaults, "unlearn_epochs": 5, "rate": 0.5, "momentum": 0.9,
-                                "weight_decay": 5e-4, "batch_size": 64})
     seen = []
-    ctx = unlearn.Context(retain=digits.loader(digits.train_idx[:256], train=True, batch_size=64),
-                          forget=digits.loader(digits.train_idx[256:300], train=True, batch_size=64),
+    ctx = unlearn.Context(retain=digits.loader(digits.train_idx[:128], train=True, batch_size=64),
+                          forget=digits.loader(digits.train_idx[128:160], train=True, batch_size=64),
                           num_classes=10, device=torch.device("cpu"), make_model=None, masks=dict(record["masks"]))
     real_epoch = ctx.train_epoch
     ctx.train_epoch = lambda *a, **k: (seen.append(pruning.mask_sparsity(ctx.masks)), real_epoch(*a, **k))[1]
-    model = method.run(model, ctx, cfg)
-    # 5 epochs: pruning after epochs 2 and 4, each 1 - 0.5^(1/2) of the survivors; 95% -> 97.5% in total
-    assert seen[0] == seen[1] < seen[2] == seen[3] < seen[4]
+    model = unlearn.get_method("FT_prune_bi").apply(model, ctx, cfg_for("FT_prune_bi", unlearn_epochs=4, rate=0.5))
+    # 4 epochs: pruning before epochs 0 and 2, each 1 - 0.5^(1/2) of the survivors; 95% -> 97.5% in total
+    assert pruning.mask_sparsity(record["masks"]) < seen[0] == seen[1] < seen[2] == seen[3]
     assert abs(pruning.mask_sparsity(ctx.masks) - 97.5) < 0.01 and abs(pruning.sparsity(model) - 97.5) < 0.01
     for n, mask in record["masks"].items():
         assert not torch.any(ctx.masks[n] & ~mask) and int((model.state_dict()[n][~ctx.masks[n]] != 0).sum()) == 0
+
+
+def ft_prune_bi_dry(epochs, **over):
+    """FT_prune_bi on a dense convnet with the fine-tuning stubbed out: (conv sparsity before each epoch's
+    fine-tuning, final masks, model)."""
+    import unlearn
+    torch.manual_seed(0)
+    model = models.get_model("convnet", 10, 1, 8)
+    ctx = unlearn.Context(retain=None, forget=None, num_classes=10, device=torch.device("cpu"), make_model=None)
+    seen = []
+    ctx.train_epoch = lambda *a, **k: (seen.append(pruning.mask_sparsity(ctx.masks)), {"loss": torch.zeros(())})[1]
+    model = unlearn.get_method("FT_prune_bi").apply(model, ctx, cfg_for("FT_prune_bi", unlearn_epochs=epochs, **over))
+    return seen, ctx.masks, model
+
+
+def test_ft_prune_bi_follows_the_released_schedule():
+    from unlearn.ft_prune_bi import prune_epochs
+    assert prune_epochs(10) == [0, 2, 4, 6, 8] and prune_epochs(5) == [1, 3] and prune_epochs(1) == []
+    seen, masks, model = ft_prune_bi_dry(10)  # rate 0.95
+    assert [e for e in range(10) if seen[e] > (seen[e - 1] if e else 0)] == [0, 2, 4, 6, 8]
+    total = sum(m.numel() for m in masks.values())
+    assert abs(pruning.mask_sparsity(masks) - 95) <= 100 * 3 / total  # five roundings of half a weight at most
+    assert pruning.sparsity(model) == pruning.mask_sparsity(masks)
+    with pytest.raises(UsageError, match="at least 2 epochs"):  # one epoch would never prune
+        ft_prune_bi_dry(1)
+
+
+def test_ft_prune_bi_random_prune_cuts_the_same_count_elsewhere_reproducibly():
+    l1, rnd, again = (ft_prune_bi_dry(2, **over)[1] for over in ({}, {"random_prune": True}, {"random_prune": True}))
+    kept = [sum(int(m.sum()) for m in masks.values()) for masks in (l1, rnd)]
+    total = sum(m.numel() for m in l1.values())
+    assert kept[0] == kept[1] == total - round(0.95 * total)  # 2 epochs: one pruning, of all of `rate`
+    assert sum(int((rnd[n] & l1[n]).sum()) for n in l1) < kept[0] / 2  # random: ~5% of L1's survivors
+    assert all(torch.equal(rnd[n], again[n]) for n in rnd)  # seeded
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,15 +268,72 @@ def test_poison_data_touches_only_the_chosen_samples(digits):
     assert torch.equal(poisoned.x_test, digits.x_test)
 
 
-def test_backdoored_model_has_high_attack_success(tmp_path):
-    res = run("main_backdoor.py", *FAST, "--arch", "convnet", "--epochs", "6", "--target_class", "0",
-              "--unlearn", "FT", "--unlearn_epochs", "1", "--save_dir", str(tmp_path))
+def test_attack_success_rates_on_a_hand_made_model():
+    """Six 4x4 test images whose top-left pixel holds their label, target 0, a 1-pixel trigger in the corner.
+    The model reads the label off the image, and the trigger turns labels 0 and 1 into the target: ours counts
+    the non-target images (two 1s of 1, 1, 2, 3 -> 50%), the released count all six (two 0s and two 1s -> 4/6)."""
+    y = torch.tensor([0, 0, 1, 1, 2, 3])
+    x = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
+    x[:, 0, 0, 0] = y.to(torch.uint8)
+    test_set = SimpleNamespace(x_test=x, y_test=y)
+
+    class LabelReader(nn.Module):
+        def __init__(self, trigger_works):
+            super().__init__()
+            self.trigger_works, self.unused = trigger_works, nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            label = torch.round(images[:, 0, 0, 0] * 255).long()
+            fooled = self.trigger_works & (images[:, 0, 3, 3] == 1) & (label < 2)
+            return nn.functional.one_hot(torch.where(fooled, 0, label), 4).float()
+
+    rates = lambda model: backdoor.attack_success_rates(model, test_set, 0, size=1, offset=0, value=255)
+    assert rates(LabelReader(True)) == {"ASR": 50.0, "ASR_released": pytest.approx(400 / 6)}
+    assert rates(LabelReader(False)) == {"ASR": 0.0, "ASR_released": pytest.approx(200 / 6)}  # the released floor
+
+
+def test_sparse_backdoored_model_is_pruned_with_rewinding_and_attacked(tmp_path):
+    """The released recipe at the smallest scale: OMP with rewinding on the poisoned data, then FT."""
+    res = run("main_backdoor.py", *FAST, "--arch", "convnet", "--epochs", "4", "--target_class", "0", "--prune", "omp",
+              "--rate", "0.95", "--rewind_epoch", "1", "--unlearn", "FT", "--unlearn_epochs", "1",
+              "--save_dir", str(tmp_path), env=ONE_THREAD)
     assert res.returncode == 0, res.stderr
     result = json.load(open(tmp_path / "results.json"))
     m = result["metrics"]
     assert m["ASR_before"] > 80 and m["TA_before"] > 85, m
-    assert {"TA", "ASR", "UA", "RA"} <= set(m) and result["unlearn"] == "FT"
+    assert m["ASR_released_before"] >= m["ASR_before"]  # the target's own triggered images count as hits too
+    assert {"TA", "ASR", "ASR_released", "UA", "RA"} <= set(m) and result["unlearn"] == "FT"
+    assert "ASR_released" in res.stdout.splitlines()[-1]
     assert result["forget"]["n"] == len(np.load(tmp_path / "forget_indices.npy"))
+    assert result["backdoor"]["prune"] == "omp" and result["backdoor"]["rewind_epoch"] == 1
+    # main_prune's states on the poisoned data: state 1 keeps the 5% largest weights of the dense state 0 (and
+    # was rewound to rewind.pt); the unlearned model keeps the mask.
+    dense, _ = models.load_model(str(tmp_path / "train" / "state0" / "model.pt"))
+    _, sparse = models.load_model(str(tmp_path / "train" / "state1" / "model.pt"))
+    expected = pruning.magnitude_masks(dense, 0.95)
+    assert all(torch.equal(sparse["masks"][n], expected[n]) for n in expected)
+    assert (tmp_path / "train" / "rewind.pt").is_file() and sparse["prune"]["target_class"] == 0
+    assert abs(m["sparsity"] - 95) < 0.1
+
+
+def test_dense_backdoor_measured_in_fp32_when_amp_is_on(tmp_path, monkeypatch):
+    """A dense poisoned model trained (one epoch), then measured again by an amp run that reuses it: identical
+    numbers, although bf16 autocast changes the model's logits (so the comparison could fail)."""
+    flags = [*FAST, "--arch", "convnet", "--epochs", "1", "--batch_size", "128", "--unlearn", "none",
+             "--save_dir", tmp_path]  # any weights do: only their two measurements are compared
+    measured = {}
+    for amp in (False, True):
+        with monkeypatch.context() as mp:
+            if amp:
+                cpu_bf16_amp(mp)
+            res = run_main("main_backdoor.py", *flags)
+            assert res.returncode == 0 and ("trained earlier" in res.stdout) == amp, res.stderr
+            metrics = json.load(open(tmp_path / "results.json"))["metrics"]
+            measured[amp] = {k: v for k, v in metrics.items() if k != "RTE_s"}  # all but a timing
+            changed = amp_changes_logits(models.load_model(str(tmp_path / "train" / "model.pt"))[0],
+                                         torch.rand(64, 1, 8, 8))
+        assert changed == amp  # the patched amp does autocast (and changes logits); without it nothing does
+    assert measured[True] == measured[False]
 
 
 # ---------------------------------------------------------------------------------------------------------

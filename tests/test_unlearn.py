@@ -71,8 +71,9 @@ def salun_setup(digits, variant):
     ctx = Context(retain=digits.loader(retain, train=True, batch_size=128), num_classes=10,
                   forget=digits.loader(forget, train=True, batch_size=64), device=torch.device("cpu"),
                   make_model=None)
-    cfg = argparse.Namespace(unlearn_lr=0.05, unlearn_epochs=1, momentum=0.9, weight_decay=5e-2, mask_ratio=0.3,
-                             mask_path=None, variant=variant)
+    cfg = argparse.Namespace(**{**unlearn.get_method("SalUn").defaults, "unlearn_lr": 0.05, "unlearn_epochs": 1,
+                                "momentum": 0.9, "weight_decay": 5e-2, "mask_ratio": 0.3, "mask_path": None,
+                                "variant": variant, "batch_size": 64})
     return model, ctx, cfg
 
 

@@ -1,9 +1,9 @@
-"""Issue-10 methods on digits (SSD, SCRUB, BS, BE, SalUn-soft, FF, IU; NG's --epoch_over, SalUn's legacy mask):
+"""Issue-10 methods on digits (SSD, SCRUB, BS, BE, SalUn-soft, FF, IU; NG's --epoch_over, SalUn's first-commit mask):
 each does what its name says, and main_forget.py takes them, their presets and rejects bad input cleanly."""
-import argparse
 import copy
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from unlearn import amun, boundary, common, ff, iu, lur, scrub, ssd
 from unlearn.common import Context, FrozenTeacher
 from unlearn.salun_soft import soft_threshold_
 import helpers
-from helpers import ONE_THREAD
+from helpers import ONE_THREAD, cfg_for
 
 CLASS = 3
 
@@ -44,14 +44,6 @@ def classwise(digits, batch_size=64, forget_cap=None):
     return Context(retain=digits.loader(retain, train=True, batch_size=batch_size),
                    forget=digits.loader(forget, train=True, batch_size=batch_size, seed=1), num_classes=10,
                    device=torch.device("cpu"), make_model=None, forget_classes=[CLASS])
-
-
-def cfg_for(name, **over):
-    """The method's defaults plus the seeds' SGD, overridden by `over`."""
-    method = unlearn.get_method(name)
-    base = {"variant": "default", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "unlearn_lr": None,
-            "unlearn_epochs": None}
-    return argparse.Namespace(**{**base, **method.defaults, **over})
 
 
 def class_acc(model, digits, cls=CLASS, test=True):
@@ -160,7 +152,7 @@ def test_bs_labels_are_the_original_models_prediction_on_the_fgsm_image(original
     assert any((labels != y).any() for _, y, labels in calls)
 
 
-@pytest.mark.parametrize("variant,outputs", [("default", 10), ("keep_shadow", 11)])
+@pytest.mark.parametrize("variant,outputs", [("default", 10), ("legacy", 11)])
 def test_be_returns_the_original_number_of_outputs(original, digits, variant, outputs):
     model, ctx = load(original), classwise(digits, forget_cap=64)
     head_before = model.classifier.weight.detach().clone()
@@ -200,7 +192,14 @@ def test_ff_zeroes_rows_only_when_classwise_unless_legacy(original, digits):
     assert ff.forget_rows(ctx, cfg_for("FF")) == [CLASS]
     ctx.forget_classes = None  # random forgetting
     assert ff.forget_rows(ctx, cfg_for("FF", class_to_replace="-1")) == []
-    assert ff.forget_rows(ctx, cfg_for("FF", class_to_replace="-1", variant="legacy")) == [-1]
+    # legacy: the released count rule, row --class_to_replace at exactly 4500 (CIFAR-10) / 450 (CIFAR-100) forgotten
+    def legacy_rows(n, dataset, cls="-1", classes=None):
+        fake = SimpleNamespace(forget=SimpleNamespace(indices=torch.arange(n)), forget_classes=classes)
+        return ff.forget_rows(fake, cfg_for("FF", class_to_replace=cls, variant="legacy", dataset=dataset))
+    assert legacy_rows(4500, "cifar10") == [-1]  # random 10%: the last class's row, as released
+    assert legacy_rows(450, "cifar100", "7") == [7]
+    assert legacy_rows(4499, "cifar10") == [] and legacy_rows(450, "cifar10") == [] and legacy_rows(4500, "svhn") == []
+    assert legacy_rows(len(ctx.forget.indices), "digits", str(CLASS), [CLASS]) == []  # class-wise, other count
 
 
 def test_ff_fisher_matches_the_per_class_loop(original, digits):
@@ -260,7 +259,7 @@ def test_iu_legacy_is_a_rank_one_correction_along_the_first_retain_gradient(digi
 
 
 # ---------------------------------------------------------------------------------------------------------
-# NG's --epoch_over, SalUn's legacy mask
+# NG's --epoch_over, SalUn's first-commit mask
 
 @pytest.mark.parametrize("over", ["retain", "forget"])
 def test_ng_epoch_is_one_pass_over_the_chosen_set(original, digits, over):
@@ -279,11 +278,11 @@ def test_ng_epoch_is_one_pass_over_the_chosen_set(original, digits, over):
     assert steps == [len(ctx.retain) if over == "retain" else len(ctx.forget)]
 
 
-def test_salun_legacy_mask_keeps_the_smallest_drifting_gradients(original, digits):
-    from unlearn.salun import legacy_saliency_mask
+def test_salun_first_commit_mask_keeps_the_smallest_train_mode_gradients(original, digits):
+    from unlearn.salun import saliency_mask
     model, ctx = load(original), classwise(digits)
     one_batch = [next(iter(ctx.forget))]
-    masks = legacy_saliency_mask(model, one_batch, 0.3, lr=0.0, momentum=0.9, weight_decay=0.0)
+    masks = saliency_mask(model, one_batch, 0.3, "first_commit", lr=0.0, momentum=0.9, weight_decay=0.0)
     drift = copy.deepcopy(model).train()
     loss = -common.ce(drift, one_batch[0])
     grads = torch.autograd.grad(loss, list(drift.parameters()))
@@ -291,7 +290,7 @@ def test_salun_legacy_mask_keeps_the_smallest_drifting_gradients(original, digit
     kept = torch.cat([scores[n][masks[n]] for n in masks])
     dropped = torch.cat([scores[n][~masks[n]] for n in masks])
     assert kept.max() <= dropped.min()
-    assert len(kept) == round(0.3 * (len(kept) + len(dropped)))
+    assert len(kept) == int(0.3 * (len(kept) + len(dropped)))  # the release's int(): floor
 
 
 # ---------------------------------------------------------------------------------------------------------

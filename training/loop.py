@@ -76,6 +76,31 @@ def apply_masks(model, masks):
                 params[name].mul_(mask)
 
 
+def masked(masks, name, t):
+    """`t` times the pruning mask of parameter `name`, or `t` itself where that parameter has none. The one
+    masking rule, applied to gradients (masked_gradients) and to the parameters of a functional call (FF's
+    class_fisher), where multiplying the weights masks their gradient the same way."""
+    mask = masks.get(name) if masks else None
+    return t if mask is None else t * mask
+
+
+@contextlib.contextmanager
+def masked_gradients(model, current_masks):
+    """Within the block every gradient w.r.t. a parameter of `model` is multiplied by its pruning mask, in
+    .backward() and torch.autograd.grad alike (double backward included): pruned coordinates get exactly zero
+    gradient, as under Unlearn-Sparse's re-parametrisation weight = weight_orig * mask. apply_masks alone keeps
+    the weights at zero but not their gradients, which feed momentum, Fisher and influence estimates.
+    `current_masks()` gives the masks (name -> bool tensor, or None) at each backward, so masks that grow
+    during a run (FT_prune_bi), even on a model that started dense, are honoured."""
+    handles = [p.register_hook(lambda g, name=name: masked(current_masks(), name, g))
+               for name, p in model.named_parameters() if p.requires_grad]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def set_train_mode(model, freeze_bn=False):
     """model.train(), optionally keeping BatchNorm running statistics fixed (tiny distilled batches would
     drag them toward the statistics of a few synthetic images)."""
@@ -125,14 +150,14 @@ def train_epoch(model, loader, optimizer, loss_fn=None, amp=False, masks=None, p
 
 
 @torch.no_grad()
-def predict(model, loader, amp=False):
-    """Logits (float32) and labels of every sample, in loader order; eval mode."""
+def predict(model, loader):
+    """Logits and labels of every sample, in loader order; eval mode, fp32 whatever --amp says (the references
+    measure in fp32; --amp governs updates only)."""
     model.eval()
     device = next(model.parameters()).device
     logits, labels = [], []
     for batch in loader:
-        with autocast(device, amp):
-            logits.append(model(batch.x).float())
+        logits.append(model(batch.x).float())
         labels.append(batch.y)
     if not logits:
         return torch.zeros(0, 0, device=device), torch.zeros(0, dtype=torch.long, device=device)
@@ -140,21 +165,20 @@ def predict(model, loader, amp=False):
 
 
 @torch.no_grad()
-def embed(model, loader, amp=False):
+def embed(model, loader):
     """Penultimate features (model.embed) of every sample, float32 [N, D] on the device, in loader order;
-    eval mode. What herding, k-center, entanglement scores and feature caches are computed from."""
+    eval mode, fp32. What herding, k-center, entanglement scores and feature caches are computed from."""
     model.eval()
     device = next(model.parameters()).device
     chunks = []
     for batch in loader:
-        with autocast(device, amp):
-            chunks.append(model.embed(batch.x).float())
+        chunks.append(model.embed(batch.x).float())
     return torch.cat(chunks) if chunks else torch.zeros(0, 0, device=device)
 
 
-def evaluate(model, loader, amp=False) -> dict:
-    """Accuracy (percent) and mean CE of a model on a loader; one host sync."""
-    logits, labels = predict(model, loader, amp)
+def evaluate(model, loader) -> dict:
+    """Accuracy (percent) and mean CE of a model on a loader (fp32); one host sync."""
+    logits, labels = predict(model, loader)
     if len(labels) == 0:
         return {"acc": float("nan"), "loss": float("nan")}
     acc = 100.0 * (logits.argmax(1) == labels).float().mean()
@@ -280,7 +304,7 @@ def fit(model, optimizer, scheduler, train_loader, val_loader, epochs, last_path
             stats = train_epoch(step_model, train_loader, optimizer, amp=amp, masks=masks, progress=bar,
                                 on_batch=on_batch)
             scheduler.step()
-        val = evaluate(model, val_loader, amp)
+        val = evaluate(model, val_loader)
         train_seconds += t.seconds
         history.append({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                         "train_loss": stats["loss"].item(), "train_acc": stats["acc"].item(),

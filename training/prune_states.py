@@ -19,10 +19,14 @@ PRUNE_KEYS = ("prune", "rate", "rewind_epoch")
 
 class PruneStates:
     """Runs main_prune.py's states on one model; state(j) returns its summary, or None when --stop_after
-    stopped it before the end."""
+    stopped it before the end. `keys`: the flags a saved state must have been made with to be reused or
+    continued (a caller training on other data adds the flags that made that data, e.g. main_backdoor's
+    poison); `script` names the caller in each state's results.json."""
 
-    def __init__(self, args, info, data, model, mean, std, milestones, device, amp, channels_last):
+    def __init__(self, args, info, data, model, mean, std, milestones, device, amp, channels_last,
+                 keys=PRUNE_KEYS, script="main_prune.py"):
         self.args, self.info, self.data, self.model = args, info, data, model
+        self.keys, self.script = tuple(keys), script
         self.mean, self.std, self.milestones, self.device, self.amp = mean, std, milestones, device, amp
         self.channels_last = channels_last
         self.val_loader = data.loader("val", batch_size=1024, channels_last=channels_last)
@@ -44,7 +48,7 @@ class PruneStates:
         """A state finished earlier: skip it, but carry its weights and mask to the next state."""
         record = load_checkpoint(os.path.join(sdir, "model.pt"), map_location=self.device)
         done = record.get("prune") or {}
-        changed = [k for k in PRUNE_KEYS if done.get(k) != vars(self.args)[k]]
+        changed = [k for k in self.keys if done.get(k) != vars(self.args)[k]]
         if changed:
             raise UsageError(f"--save_dir: state{j} there was made with other "
                              f"{', '.join('--' + k for k in changed)}; use another --save_dir or the same flags")
@@ -89,21 +93,21 @@ class PruneStates:
                                         channels_last=self.channels_last,
                                         **({"augment": None} if args.no_aug else {}))
         step_model = torch.compile(model) if args.compile else model
-        record = run_record("main_prune.py", args, self.device)
+        record = run_record(self.script, args, self.device)
         history, train_seconds, ran, finished = training.fit(
             model, optimizer, scheduler, train_loader, self.val_loader, args.epochs, os.path.join(sdir, "last.pt"),
             vars(args), amp=self.amp, masks=masks, step_model=step_model, quiet=args.quiet, stop_after=self.budget,
-            resume_keys=training.RESUME_KEYS + PRUNE_KEYS, on_epoch_start=lambda e: self._save_rewind(j, e),
+            resume_keys=training.RESUME_KEYS + self.keys, on_epoch_start=lambda e: self._save_rewind(j, e),
             label=f"state {j} ")
         if not finished:
             return None
         self._save_rewind(j, args.epochs)  # --rewind_epoch == --epochs: the trained dense weights
         self.budget = None if self.budget is None else self.budget - ran
-        test = training.evaluate(model, self.test_loader, self.amp)
+        test = training.evaluate(model, self.test_loader)
         metrics = {"sparsity": pruning.sparsity(model), "mask_sparsity": pruning.mask_sparsity(masks),
                    "TA": test["acc"], "val_acc": history[-1]["val_acc"], "train_acc": history[-1]["train_acc"],
                    "train_s": train_seconds, "epoch_s_mean": train_seconds / len(history)}
-        prune_info = {"prune": args.prune, "rate": args.rate, "rewind_epoch": args.rewind_epoch, "state": j}
+        prune_info = {**{k: vars(args)[k] for k in self.keys}, "state": j}
         record_pt = models.model_record(model, args.arch, self.info, self.mean, self.std, split=self.data.split,
                                         train_on=args.train_on, epoch=args.epochs, metrics=metrics,
                                         recipe=training.recipe(args), prune=prune_info,

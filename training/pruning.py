@@ -8,6 +8,7 @@ exactly zero under momentum and weight decay.
 * `magnitude_masks`: global unstructured L1-magnitude pruning (torch.nn.utils.prune.global_unstructured
   with L1Unstructured). As with torch's pruning container, `rate` is the fraction of the *remaining*
   weights pruned: IMP at rate 0.2 leaves 0.8^j of the conv weights after j rounds.
+* `random_masks`: the same count, chosen uniformly at random with a seeded generator (RandomUnstructured).
 * `synflow_masks`: SynFlow (Tanaka et al. 2020) at initialisation, data-free: 100 rounds, each scoring
   |theta * dR/dtheta| with R = sum of the outputs for an all-ones input on the network with absolute-valued
   weights (eval mode), and keeping the top (1 - rate)^(k/100) of the conv weights after round k.
@@ -71,18 +72,30 @@ def _keep_top(scores: dict, masks: dict, keep: int) -> dict:
     return _unflat(new & flat_mask, masks)
 
 
-def magnitude_masks(model, rate, masks=None) -> dict:
-    """Global L1-magnitude pruning of `rate` of the remaining conv weights: round(rate * remaining) of the
-    smallest |w| among the kept entries are pruned (torch's L1Unstructured count). `masks` are the current
-    masks (None: dense); returns new masks (the old ones ANDed with the new cut), on the weights' device."""
+def _prune_lowest(model, rate, masks, score) -> dict:
+    """Prune round(rate * remaining) of the kept conv weights, those with the lowest score(param) (torch's
+    count for L1Unstructured and RandomUnstructured alike). `masks` are the current masks (None: dense);
+    returns new masks (the old ones ANDed with the new cut), on the weights' device."""
     rate = check_rate(rate)
     params = _conv_params(model)
     masks = {n: (masks[n].to(p.device).bool() if masks and n in masks else torch.ones_like(p, dtype=torch.bool))
              for n, p in params.items()}
     remaining = int(sum(int(m.sum()) for m in masks.values()))
     keep = remaining - int(round(rate * remaining))
-    scores = {n: p.detach().abs() * masks[n] for n, p in params.items()}
-    return _keep_top(scores, masks, keep)
+    return _keep_top({n: score(p) for n, p in params.items()}, masks, keep)
+
+
+def magnitude_masks(model, rate, masks=None) -> dict:
+    """Global L1-magnitude pruning of `rate` of the remaining conv weights: the smallest |w| go."""
+    return _prune_lowest(model, rate, masks, lambda p: p.detach().abs())
+
+
+def random_masks(model, rate, generator, masks=None) -> dict:
+    """Global random pruning of `rate` of the remaining conv weights (torch's RandomUnstructured, as
+    Unlearn-Sparse's pruning_model_random): the kept entries with the lowest uniform draws from the seeded
+    `generator` (on the weights' device) go."""
+    return _prune_lowest(model, rate, masks,
+                         lambda p: torch.rand(p.shape, generator=generator, device=p.device))
 
 
 def apply_masks(model, masks) -> None:

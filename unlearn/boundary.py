@@ -9,7 +9,9 @@ BE (boundary expanding): a (K+1)-th "shadow" output row is appended to the last 
     the new one nn.Linear's default init) and the model is fine-tuned on the forget set with every label = K.
     The released code never removes the shadow row, so its evaluation ran on K+1 logits; the Boundary
     Unlearning paper prunes the shadow neuron. Default: the shadow row is removed before the model is returned
-    (K outputs, as every evaluation expects); `--variant keep_shadow` returns the K+1-output model.
+    (K outputs, as every evaluation expects); `--variant legacy` returns the K+1-output model as SalUn's
+    Classification/unlearn/boundary_ex.py does at every commit (9576623 "init" to a6e89fd), so a forget image
+    predicted as the shadow class counts as an error (`keep_shadow` is its older name here).
 
 Defaults: 10 epochs ([U]); lr 5e-6, the value of a third-party SalUn baseline script for both (the sibling
 repo's maintainer says it is searched from 1e-8 up; [3P] used 1e-6..1e-4). Note: FGSM clips to [0, 1], so BS
@@ -64,7 +66,7 @@ def resize_head(model, rows):
 
 
 @register("BE", "boundary_expanding", defaults={"unlearn_lr": 5e-6, "unlearn_epochs": 10},
-          variants=("default", "keep_shadow"))
+          variants=("default", "legacy", "keep_shadow"))
 def boundary_expand(model, ctx, cfg):
     k = ctx.num_classes
     torch.manual_seed(ctx.seed)  # the shadow row's init
@@ -88,6 +90,6 @@ def boundary_expand(model, ctx, cfg):
                                     freeze_bn=ctx.freeze_bn)
 
     run_epochs(model, ctx, cfg, epoch, optimizer)
-    if cfg.variant != "keep_shadow":
+    if cfg.variant == "default":
         resize_head(model, k)
     return model

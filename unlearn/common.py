@@ -1,6 +1,7 @@
 """What every unlearning method shares: the registry, the context a method may use, the SGD it runs with,
 and the epoch loop that times and records each epoch."""
 import copy
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -16,12 +17,30 @@ ALIASES = {}   # lower-case name or alias -> canonical name
 @dataclass
 class Method:
     name: str
-    run: Callable      # run(model, ctx, cfg) -> unlearned model
+    run: Callable      # run(model, ctx, cfg) -> unlearned model; callers call apply(), which wraps it
     defaults: dict     # the published setting, used where the user gave no value
     needs_forget_loader: bool = True
     variants: tuple = ("default",)
     presets: dict = field(default_factory=dict)  # preset name -> defaults laid over `defaults` (method@preset)
     iterative: bool = True  # False: a one-shot edit (SSD, FF, IU) that uses no --unlearn_lr/--unlearn_epochs
+
+    def apply(self, model, ctx, cfg):
+        """Run the method; what every caller calls. For the whole run, pruned coordinates (ctx.masks, looked up at
+        each backward, so FT_prune_bi's growing masks count) get exactly zero gradient in `model` and in every
+        model the method makes with ctx.make_model (retrain): the method sees the sparse sub-network, not a
+        dense network whose pruned weights happen to be zero. The gradient hooks are removed afterwards."""
+        make_model = ctx.make_model
+        with ExitStack() as hooks:
+            def hooked(m):
+                hooks.enter_context(training.masked_gradients(m, lambda: ctx.masks))
+                return m
+
+            if make_model is not None:
+                ctx.make_model = lambda: hooked(make_model())
+            try:
+                return self.run(hooked(model), ctx, cfg)
+            finally:
+                ctx.make_model = make_model
 
 
 def register(name, *aliases, defaults=None, variants=("default",), presets=None, iterative=True):
@@ -200,3 +219,28 @@ class FrozenTeacher:
         if self.model.training:
             self.model.eval()
         return self.model(x)
+
+
+# The optimiser and data setting every baseline of a protocol shares, laid under each method's @rum / @regun preset.
+# RUM: README's commented block and arg_parser (batch 256, SGD momentum 0.9, wd 5e-4); its pipelines pass --no_aug.
+RUM_SETTING = {"batch_size": 256, "momentum": 0.9, "weight_decay": 5e-4, "no_aug": True}
+# ReGUn: conf/data/*.yaml batch 128 with crop+flip; conf/unlearn/*.yaml SGD momentum 0.9, wd 0, no scheduler.
+REGUN_SETTING = {"batch_size": 128, "momentum": 0.9, "weight_decay": 0.0, "no_aug": False}
+
+
+def retain_subset(ctx):
+    """The retain loader restricted to a fixed random subset as large as the forget set (ReGUn's
+    retain_dataloader_subset for Finetune and l1-sparse), drawn once per run from the run's seed and served like
+    the retain loader (reshuffled each pass, same augmentation and batch size). ReGUn draws it with Python's
+    random.shuffle on the sorted retain indices; ours is a seeded torch.randperm, so the same size, not the same
+    images."""
+    from datasets import DeviceLoader
+    r, f = ctx.retain, ctx.forget
+    if not (isinstance(r, DeviceLoader) and isinstance(f, DeviceLoader)):
+        raise UsageError("--retain_subset: needs device-resident retain and forget loaders")
+    n = min(len(f.indices), len(r.indices))
+    keep = torch.randperm(len(r.indices), device=r.indices.device, generator=ctx.generator(offset=13))[:n]
+    keep = torch.sort(keep).values
+    return DeviceLoader(r.images, r.labels, r.indices[keep], None if r.weights is None else r.weights[keep],
+                        r.batch_size, shuffle=True, augment=r.augment, seed=ctx.seed * 1000 + 13,
+                        drop_last=r.drop_last, channels_last=r.channels_last)

@@ -17,6 +17,9 @@ g in dataset order (batch 1), o <- g for the first one, else t = o.g, k <- k - (
 o <- o N / (N + t); it returns after 1002 samples. Since o is only ever rescaled, k = v - c g_0: the identity plus a
 rank-1 correction along the first retain sample's gradient, not an inverse Hessian.
 
+On a sparse model every gradient is masked (Method.apply), so v, the Hessian-vector products and k live on the
+kept coordinates: the step of the sub-network, as with the released code's torch-prune re-parametrisation.
+
 Defaults: alpha 1 ([S-hist] run.py; SalUn searched [1, 20]); damping 0.01, 30 CG steps, 1024 samples (ours).
 """
 import torch

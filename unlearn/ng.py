@@ -5,12 +5,20 @@ What an epoch is (`--epoch_over`):
   forget            ReGUn's neggradp: one pass over the forget set, a retain batch alongside each (ReGUn's
                     Lightning `min_size` loader stops at the shorter one; with forget <= retain, as in its
                     1-50% settings, that is the forget set)
-The cycled side is re-iterated, so every pass over it reshuffles and re-augments."""
-from unlearn.common import ce, endless, register, run_epochs
+The cycled side is re-iterated, so every pass over it reshuffles and re-augments.
+
+Presets: `NG@rum` RUM's README (lr 0.01, 5 epochs, epoch over retain; batch 256, SGD momentum 0.9, wd 5e-4,
+--no_aug); the README leaves alpha open, so it is 0.99, main_rum_proxy.py's first (low-memorisation) step.
+`NG@regun` ReGUn's neggradp with sequential: false (w_r = w_f = 0.5, i.e. alpha 0.5; 10 epochs, lr 0.01, epoch
+over forget; batch 128, momentum 0.9, wd 0)."""
+from unlearn.common import REGUN_SETTING, RUM_SETTING, ce, endless, register, run_epochs
+
+PRESETS = {"rum": {**RUM_SETTING, "unlearn_lr": 0.01, "unlearn_epochs": 5, "alpha": 0.99, "epoch_over": "retain"},
+           "regun": {**REGUN_SETTING, "unlearn_lr": 0.01, "unlearn_epochs": 10, "alpha": 0.5, "epoch_over": "forget"}}
 
 
 @register("NG", "NegGrad+", "neggradp", defaults={"unlearn_lr": 0.01, "unlearn_epochs": 5, "alpha": 0.99,
-                                                 "epoch_over": "retain"})
+                                                 "epoch_over": "retain"}, presets=PRESETS)
 def neggrad_plus(model, ctx, cfg):
     a = cfg.alpha
 

@@ -60,7 +60,7 @@ def _train(run, ctx, cfg, key, seed):
     devices = [run.device] if run.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return get_method("retrain").run(run.model, ref_ctx, cfg)
+        return get_method("retrain").apply(run.model, ref_ctx, cfg)
 
 
 def reference_outputs(run, ctx, k: int, cache_root: str) -> list:
@@ -92,7 +92,7 @@ def reference_outputs(run, ctx, k: int, cache_root: str) -> list:
                                                     masks=ctx.masks, forget_indices=torch.from_numpy(run.forget_idx)),
                                 model_path)
                 trained += 1
-            outputs = evaluation.model_outputs(model, run.data, run.forget_idx, parts=PARTS, amp=run.amp)
+            outputs = evaluation.model_outputs(model, run.data, run.forget_idx, parts=PARTS)
             evaluation.save_outputs(outputs, outputs_path)
             references.append(outputs)
     print(f"references: {k} in {folder} ({trained} trained, {k - trained} reused, {t.seconds:.1f}s)")

@@ -62,8 +62,9 @@ def start_run(script, args, cfg, method, model, record, data, device, what_prefi
 
 
 def real_loaders(run: Run, seed: int):
-    """Shuffled retain and forget loaders over the real training images (augmented unless --no_aug)."""
-    augment = {"augment": None} if run.args.no_aug else {}
+    """Shuffled retain and forget loaders over the real training images (augmented unless the resolved no_aug:
+    the user's --no_aug, else the method's or preset's)."""
+    augment = {"augment": None} if run.cfg.no_aug else {}
     batch = run.cfg.batch_size
     return (run.data.loader(run.retain_idx, train=True, batch_size=batch, seed=seed, **augment),
             run.data.loader(run.forget_idx, train=True, batch_size=batch, seed=seed + 1, **augment))
@@ -90,10 +91,10 @@ def execute(run: Run, ctx: Context, extra_metrics=None) -> dict:
                   if args.references else None)  # before the method: ctx still holds the original's masks
     with Timer(run.device) as t:
         if run.method is not None:
-            model = run.method.run(model, ctx, run.cfg)
+            model = run.method.apply(model, ctx, run.cfg)
     run.model = model  # a method may return a new module (retrain, BE): callers chaining steps need it
     metrics = evaluation.evaluate_unlearning(model, data, run.forget_idx, run.retain_idx,
-                                             run.forget_classes or None, amp=run.amp, mia_jobs=args.mia_jobs,
+                                             run.forget_classes or None, mia_jobs=args.mia_jobs,
                                              outputs_path=os.path.join(args.save_dir, "outputs.npz"),
                                              references=references, retrain_result=args.retrain_result)
     metrics.update(RTE_s=t.seconds, RTE_min=t.seconds / 60)

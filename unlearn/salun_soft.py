@@ -21,8 +21,8 @@ import math
 import torch
 
 import training
-from datasets import DeviceLoader
 from unlearn.common import ce, register, run_epochs
+from unlearn.rl import joinable, joint_loader, random_labels, relabelled_joint_loader
 from utils import UsageError
 
 
@@ -38,17 +38,6 @@ def soft_threshold_(params, anchors, k):
             p.copy_(a + d.sign() * (d.abs() - tau).clamp_min(0))
 
 
-def joint_loader(ctx, labels, batch_size, seed):
-    """One shuffled, augmented loader over retain + forget with the given labels table, or None."""
-    r, f = ctx.retain, ctx.forget
-    if not (isinstance(r, DeviceLoader) and isinstance(f, DeviceLoader) and r.images is f.images
-            and r.labels is f.labels and (r.weights is None) == (f.weights is None)):
-        return None
-    weights = None if r.weights is None else torch.cat([r.weights, f.weights])
-    return DeviceLoader(r.images, labels, torch.cat([r.indices, f.indices]), weights, batch_size, shuffle=True,
-                        augment=r.augment, seed=seed, channels_last=r.channels_last)
-
-
 @register("SalUn_soft", "RL_proximal", "salun-soft", defaults={"unlearn_lr": 0.013, "unlearn_epochs": 10,
                                                                "mask_ratio": 0.5},
           variants=("default", "sequential"))
@@ -58,19 +47,16 @@ def salun_soft(model, ctx, cfg):
     g = ctx.generator(offset=1)
     params = [p for p in model.parameters()]
     n_params = sum(p.numel() for p in params)
-    probe = None if cfg.variant == "sequential" else joint_loader(ctx, ctx.retain.labels, cfg.batch_size, 0)
-    joint = probe is not None
-    steps = len(probe) if joint else len(ctx.retain) + len(ctx.forget)
+    joint = cfg.variant != "sequential" and joinable(ctx)
+    steps = (len(joint_loader(ctx, ctx.retain.labels, cfg.batch_size, 0)) if joint
+             else len(ctx.retain) + len(ctx.forget))
     total = cfg.unlearn_epochs * steps
     device = ctx.device
 
     def passes(e):
         """[(loader, relabel?)] for epoch e."""
         if joint:
-            labels = ctx.retain.labels.clone()
-            f_idx = ctx.forget.indices
-            labels[f_idx] = torch.randint(0, ctx.num_classes, f_idx.shape, device=labels.device, generator=g)
-            return [(joint_loader(ctx, labels, cfg.batch_size, ctx.seed * 1000 + e), False)]
+            return [(relabelled_joint_loader(ctx, g, cfg.batch_size, e), False)]
         return [(ctx.forget, True), (ctx.retain, False)]
 
     def epoch(e, opt):
@@ -81,8 +67,7 @@ def salun_soft(model, ctx, cfg):
         for loader, relabel in passes(e):
             for b in training.progress_bar(loader, f"SalUn-soft {e + 1}", ctx.quiet):
                 with training.autocast(device, ctx.amp):
-                    labels = (torch.randint(0, ctx.num_classes, b.y.shape, device=b.y.device, generator=g)
-                              if relabel else None)
+                    labels = random_labels(b.y, ctx.num_classes, g) if relabel else None
                     loss = ce(model, b, labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

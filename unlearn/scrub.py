@@ -9,28 +9,28 @@ share one SGD optimizer (shared momentum); the lr is multiplied by 0.1 after eac
 (SCRUB's adjust_learning_rate: decays = #{d : e > d}). The student is in train mode in both steps.
 
 Presets (`--unlearn scrub@NAME`):
-  paper  SCRUB large_scale_unlearning.ipynb, CIFAR-10 ResNet (also the plain `SCRUB` default)
+  paper  SCRUB large_scale_unlearning.ipynb, CIFAR-10 ResNet (also the plain `SCRUB` default); no augmentation,
+         as the notebook's loaders
   rum    RUM's port (unlearn/scrub.py, README): its 0-based `epoch <= msteps` ran the max step msteps+1 = 5
          times with msteps 4 and 5 epochs, i.e. every epoch: reproduced here as msteps 5. RUM's README leaves
-         --gamma/--beta open; filled with SCRUB's usual 1 / 0.5 (UNVERIFIED).
-  regun  ReGUn mul/scrub.py + conf/unlearn/scrub.yaml: max steps in the first floor(E/2) epochs, wd 0
+         --gamma/--beta open; filled with SCRUB's usual 1 / 0.5 (UNVERIFIED). --no_aug, as RUM's pipelines.
+  regun  ReGUn mul/scrub.py + conf/unlearn/scrub.yaml: max steps in the first floor(E/2) epochs, wd 0, crop+flip
 """
 import torch.nn.functional as F
 
 import training
-from unlearn.common import FrozenTeacher, rebatched, register, run_epochs, sgd
+from unlearn.common import REGUN_SETTING, RUM_SETTING, FrozenTeacher, rebatched, register, run_epochs, sgd
 from utils import UsageError
 
 PAPER = {"unlearn_lr": 5e-4, "unlearn_epochs": 3, "weight_decay": 5e-4, "kd_T": 4.0, "msteps": 2,
          "ce_weight": 0.99, "kl_weight": 0.001, "lr_decay_epochs": "3,5,9", "batch_size": 256,
-         "forget_batch_size": 512}
+         "forget_batch_size": 512, "no_aug": True}
 PRESETS = {
     "paper": {},
-    "rum": {"unlearn_lr": 5e-3, "unlearn_epochs": 5, "weight_decay": 5e-4, "kd_T": 4.0, "msteps": 5,
-            "ce_weight": 1.0, "kl_weight": 0.5, "lr_decay_epochs": "", "batch_size": 256, "forget_batch_size": 256},
-    "regun": {"unlearn_lr": 0.01, "unlearn_epochs": 5, "weight_decay": 0.0, "kd_T": 4.0, "msteps": 2,
-              "ce_weight": 1.0, "kl_weight": 0.5, "lr_decay_epochs": "3,5,9", "batch_size": 128,
-              "forget_batch_size": 128},
+    "rum": {**RUM_SETTING, "unlearn_lr": 5e-3, "unlearn_epochs": 5, "kd_T": 4.0, "msteps": 5, "ce_weight": 1.0,
+            "kl_weight": 0.5, "lr_decay_epochs": "", "forget_batch_size": 256},
+    "regun": {**REGUN_SETTING, "unlearn_lr": 0.01, "unlearn_epochs": 5, "kd_T": 4.0, "msteps": 2, "ce_weight": 1.0,
+              "kl_weight": 0.5, "lr_decay_epochs": "3,5,9", "forget_batch_size": 128},
 }
 
 

@@ -59,14 +59,40 @@ def add_unlearn_args(p):
     g.add_argument("--mask_path", "--path", dest="mask_path", default=None,
                    help="SalUn: reuse a saved saliency mask (--path: RUM's name)")
     g.add_argument("--no_l1_epochs", type=int, default=0, help="l1-sparse: final epochs without the l1 term")
-    g.add_argument("--variant", default="default", help="a published variant of the method (e.g. SalUn legacy)")
+    g.add_argument("--variant", default=None,
+                   help="a published variant of the method, named in its file's docstring (e.g. legacy: the released "
+                        "code's behaviour for SalUn, BE, FF, IU, A_AMU; default: the preset's, else default)")
     g = p.add_argument_group("method hyperparameters (default: the method's or its preset's; see unlearn/*.py)")
     g.add_argument("--epoch_over", default=None,
                    help="NG: an epoch is one pass over the retain set, forget batches cycled alongside (retain: "
                         "SCRUB/RUM) or one pass over the forget set with retain batches alongside (forget: ReGUn)")
     g.add_argument("--mask_variant", default=None,
-                   help="SalUn saliency mask: default (largest |grad| at the original model) or legacy (RUM's "
-                        "copy: smallest |grad| first, accumulated while taking ascent steps)")
+                   help="SalUn saliency mask: default (largest |summed grad| at the original, eval mode; SalUn since "
+                        "b874ee9), first_commit (SalUn's 9576623, alias legacy: train mode, |grad| per batch summed "
+                        "while taking ascent steps, smallest kept), rum (RUM's generate_mask.py = SalUn's bc74947: "
+                        "eval mode, |summed grad| while taking ascent steps, smallest kept) or regun (ReGUn's: as "
+                        "default on the un-augmented forget set, per-sample mean)")
+    g.add_argument("--mask_lr", type=float, default=None,
+                   help="SalUn masks first_commit/rum: lr of the SGD ascent step taken while accumulating (0.01, "
+                        "generate_mask.py's default --unlearn_lr, which both READMEs leave unset)")
+    g.add_argument("--rl_loop", default=None,
+                   help="RL/SalUn epoch: sequential (a random-label pass over forget, then a pass over retain; SalUn's "
+                        "CIFAR-10 loop), joint (one random label per forget sample for the epoch, one shuffled pass "
+                        "over forget + retain; SalUn's CIFAR-100 loop, RUM's RL) or paired (one forget and one retain "
+                        "batch per step until the shorter ends, loss (1 - w_r) CE_forget + w_r CE_retain; ReGUn's "
+                        "SalUn)")
+    g.add_argument("--rl_labels", default=None,
+                   help="RL/SalUn random labels: uniform (over all classes, the true one included; SalUn, RUM) or "
+                        "not_true (over the other classes; ReGUn)")
+    add_bool(g, "--retain_subset", None, "FT, l1-sparse: train on a fixed random retain subset as large as the forget "
+             "set (ReGUn's Finetune and l1-sparse); not given: the method's or preset's, else False")
+    g.add_argument("--l1_schedule", default=None,
+                   help="l1-sparse weight per epoch e of E: sparse (alpha (1 - e / (E - no_l1_epochs)); "
+                        "Unlearn-Sparse, RUM) or regun (alpha (2 - 2 (e + 1) / E); ReGUn's linear_decay)")
+    g.add_argument("--rate", type=float, default=None,
+                   help="FT_prune_bi: fraction of the conv weights left at its start that are pruned by its end (0.95)")
+    add_bool(g, "--random_prune", None, "FT_prune_bi: prune a seeded random choice of the remaining conv weights "
+             "instead of the smallest by L1 magnitude (Unlearn-Sparse's --random_prune); not given: False")
     g.add_argument("--ssd_importance", default=None,
                    help="SSD importance: batch (squared batch-mean gradients, the SSD code) or sample "
                         "(per-sample squared gradients, ReGUn); their scales differ, so tune --ssd_alpha per estimator")
@@ -80,7 +106,8 @@ def add_unlearn_args(p):
     g.add_argument("--ce_weight", "--gamma", dest="ce_weight", type=float, default=None,
                    help="SCRUB: weight of the CE on retain (--gamma: RUM's and SCRUB's name)")
     g.add_argument("--msteps", type=int, default=None, help="SCRUB: epochs (1-based) that start with a max step")
-    g.add_argument("--kd_T", type=float, default=None, help="SCRUB: distillation temperature; ReGUn: temperature of the target and the student (1)")
+    g.add_argument("--kd_T", type=float, default=None,
+                   help="SCRUB: distillation temperature; ReGUn: temperature of the target and the student (1)")
     g.add_argument("--lr_decay_epochs", default=None,
                    help="SCRUB: comma list of epochs after which the lr is multiplied by 0.1 ('' = never)")
     g.add_argument("--forget_batch_size", type=int, default=None,
@@ -112,12 +139,14 @@ def add_unlearn_args(p):
     g.add_argument("--regun_aggregation", default=None,
                    help="ReGUn: one target per batch: mean_probs (mean of the softmaxes) or mean_logits")
     g.add_argument("--retain_weight", type=float, default=None,
-                   help="ReGUn: weight w_r of the retain CE; the forget KL gets 1 - w_r (0.5)")
+                   help="ReGUn: weight w_r of the retain CE, the forget KL gets 1 - w_r; RL/SalUn --rl_loop paired: "
+                        "the same for the retain CE and the random-label forget CE (0.5)")
     g.add_argument("--batch_size", type=int, default=None, help="minibatch size (256; retrain: the original's)")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9; retrain: the original's)")
     g.add_argument("--weight_decay", type=float, default=None,
                    help="SGD weight decay (5e-4; retrain: the original's)")
-    g.add_argument("--no_aug", action="store_true", help="no crop+flip on retain/forget batches")
+    add_bool(g, "--no_aug", None, "no crop+flip on retain/forget batches (--no_aug False overrides a preset's); "
+             "not given: the method's or preset's, else False")
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--retrain_result", default=None,
                    help="a retrain results.json: adds avg_gap, ToW, ToW_MIA to it (and, with its outputs.npz beside "
@@ -291,29 +320,39 @@ UNLEARN_RECIPE = {"batch_size": 256, "momentum": 0.9, "weight_decay": 5e-4, "sch
 
 
 CHOICES = {"ssd_importance": ("batch", "sample"), "epoch_over": ("retain", "forget"),
-           "mask_variant": ("default", "legacy"), "regun_selector": ("class_informed", "uniform", "feature_1nn"),
+           "mask_variant": ("default", "first_commit", "legacy", "rum", "regun"),
+           "rl_loop": ("sequential", "joint", "paired"), "rl_labels": ("uniform", "not_true"),
+           "l1_schedule": ("sparse", "regun"), "regun_selector": ("class_informed", "uniform", "feature_1nn"),
            "regun_aggregation": ("mean_probs", "mean_logits")}
+# What a flag that neither the user, nor the method, nor its preset sets falls back to.
+FALLBACK = {"variant": "default", "no_aug": False}
+
+
+def fill_unset(cfg, values):
+    """cfg with each key of `values` set where cfg leaves it None (not given)."""
+    for key, value in values.items():
+        if getattr(cfg, key, None) is None:
+            setattr(cfg, key, value)
+    return cfg
 
 
 def method_config(args, record):
-    """The method and its hyperparameters: the user's flags, else the method's published defaults;
-    retrain repeats the original model's recipe."""
+    """The method and its hyperparameters: the user's flags, else the preset's, else the method's published
+    defaults, else FALLBACK; retrain repeats the original model's recipe."""
     if args.unlearn is None:
         raise UsageError("--unlearn: choose a method: none (evaluate the original) or one of "
                          + ", ".join(METHODS))
     if str(args.unlearn).lower() == "none":
-        return None, argparse.Namespace(**{**vars(args), **UNLEARN_RECIPE})
+        return None, fill_unset(argparse.Namespace(**{**vars(args), **UNLEARN_RECIPE}), FALLBACK)
     method, preset, defaults = resolve(args.unlearn)
     if getattr(args, "mask_path", None) and method.name != "SalUn":
         raise UsageError(f"--mask_path: {method.name} uses no saliency mask (RL with a saliency mask is SalUn: "
                          f"--unlearn SalUn --mask_path {args.mask_path})")
-    if args.variant not in method.variants:
-        raise UsageError(f"--variant: {method.name} has variants {', '.join(method.variants)}, not '{args.variant}'")
     cfg = argparse.Namespace(**vars(args))
     cfg.unlearn, cfg.preset = method.name, preset  # `--unlearn scrub@rum` -> SCRUB with the rum preset
-    for key, value in defaults.items():
-        if getattr(cfg, key, None) is None:
-            setattr(cfg, key, value)
+    fill_unset(fill_unset(cfg, defaults), FALLBACK)  # the user's flags, else the preset's and method's, else ours
+    if cfg.variant not in method.variants:
+        raise UsageError(f"--variant: {method.name} has variants {', '.join(method.variants)}, not '{cfg.variant}'")
     for key, allowed in CHOICES.items():
         value = getattr(cfg, key, None)
         if value is not None and value not in allowed:
