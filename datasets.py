@@ -5,6 +5,7 @@ Images are kept as uint8 [N, C, H, W] tensors on the device and converted to flo
 time; normalisation lives inside the models. Index arrays (splits, forget sets) always refer to the
 official train set, so they stay meaningful across runs, files and papers.
 """
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,10 +61,15 @@ def get_info(name: str) -> DatasetInfo:
 # Raw arrays: x_* uint8 [N, H, W, C], y_* int64 [N], official order
 
 def _digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
-    y = d.target.astype(np.int64)
+    # scikit-learn's bundled file read directly (what its load_digits parses: 64 pixel values 0..16, then the
+    # label): importing sklearn costs ~3 s per process, more than a digits training run.
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") if spec else ""
+    if not os.path.isfile(path):
+        raise UsageError("--dataset digits: needs scikit-learn installed (its digits.csv.gz is the data)")
+    raw = np.loadtxt(path, delimiter=",")
+    x = np.round(raw[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
+    y = raw[:, -1].astype(np.int64)
     # A fixed stratified 80/20 train/test split (independent of every run seed).
     rng = np.random.RandomState(0)
     test = np.concatenate([rng.permutation(np.where(y == c)[0])[: round(0.2 * (y == c).sum())]

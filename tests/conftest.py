@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import datasets
+from helpers import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,7 @@ def _train_original(tmp_path_factory, name, *extra):
         if not (out / "model.pt").exists():  # model.pt is written last (atomically): present = finished
             argv = ["main_train.py", "--dataset", "digits", "--arch", "convnet", "--epochs", "8", "--batch_size",
                     "32", "--lr", "0.05", "--scheduler", "cosine", "--quiet", "--save_dir", str(out), *extra]
-            with pytest.MonkeyPatch.context() as mp:
+            with pytest.MonkeyPatch.context() as mp, torch_threads(2):  # the same weights on every machine
                 mp.setattr(sys, "argv", argv)
                 main_train.main()
     return str(out / "model.pt")

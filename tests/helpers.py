@@ -1,10 +1,25 @@
 """What the test files share: running a repo script the way a user does, in a fresh process; a method's config."""
+import contextlib
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # small tensors: one thread per process is fastest on the 2-core CI box
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """torch's intra-op threads set to `n` inside the block. The suite runs one thread per worker (run_tests.sh:
+    two workers with two threads each oversubscribe two cores); results whose last bits depend on the thread
+    count (the shared originals, a bit-equality between two computation paths) are made at a fixed count."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(script, *args, env=None):

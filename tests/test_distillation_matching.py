@@ -13,7 +13,7 @@ from distillation import experts
 from distillation import matching as dd
 
 import helpers
-from helpers import ONE_THREAD
+from helpers import ONE_THREAD, torch_threads
 
 INFO = datasets.get_info("digits")
 
@@ -40,7 +40,8 @@ def grads(mode, prob, plan, weight_grad="matching"):
 def test_exact_equals_unroll(arch):
     prob = problem(arch)
     plan = dd.plan_steps(6, 4, 4, torch.Generator().manual_seed(1), augmented=True)  # batch_syn < n, DSA on
-    exact, unroll = grads("exact", prob, plan), grads("unroll", prob, plan)
+    with torch_threads(2):  # on one thread ConvNetD3's two forward passes differ in the last bit of the loss
+        exact, unroll = grads("exact", prob, plan), grads("unroll", prob, plan)
     assert torch.equal(exact.loss, unroll.loss)
     for key in ("images", "lr", "weights"):
         a, b = getattr(exact, key), getattr(unroll, key)
