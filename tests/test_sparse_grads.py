@@ -138,7 +138,7 @@ def test_apply_masks_the_model_and_made_models_with_the_current_masks_then_unhoo
         seen["model"], seen["made"] = grads(m), grads(ctx.make_model())
         return m
 
-    method = dataclasses.replace(unlearn.get_method("FT"), run=run)
+    method = dataclasses.replace(unlearn.get_method("FT_prune_bi"), run=run)  # a method that prunes as it runs
     assert method.apply(model, ctx, None) is model
     after = grads(model)
     for n, mask in masks.items():

@@ -23,12 +23,15 @@ class Method:
     variants: tuple = ("default",)
     presets: dict = field(default_factory=dict)  # preset name -> defaults laid over `defaults` (method@preset)
     iterative: bool = True  # False: a one-shot edit (SSD, FF, IU) that uses no --unlearn_lr/--unlearn_epochs
+    grows_masks: bool = False  # prunes during the run (FT_prune_bi): gradients are masked even if it starts dense
 
     def apply(self, model, ctx, cfg):
         """Run the method; what every caller calls. For the whole run, pruned coordinates (ctx.masks, looked up at
         each backward, so FT_prune_bi's growing masks count) get exactly zero gradient in `model` and in every
         model the method makes with ctx.make_model (retrain): the method sees the sparse sub-network, not a
         dense network whose pruned weights happen to be zero. The gradient hooks are removed afterwards."""
+        if not ctx.masks and not self.grows_masks:
+            return self.run(model, ctx, cfg)  # dense: nothing to mask, and a hook per parameter costs each backward
         make_model = ctx.make_model
         with ExitStack() as hooks:
             def hooked(m):
@@ -43,12 +46,13 @@ class Method:
                 ctx.make_model = make_model
 
 
-def register(name, *aliases, defaults=None, variants=("default",), presets=None, iterative=True):
+def register(name, *aliases, defaults=None, variants=("default",), presets=None, iterative=True, grows_masks=False):
     """Register `run` under `name` (and aliases, case-insensitive). `presets` name whole published settings:
     `--unlearn name@preset` uses `{**defaults, **presets[preset]}` (the user's flags still win)."""
     def wrap(run):
         METHODS[name] = Method(name, run, dict(defaults or {}), variants=variants,
-                               presets={k: dict(v) for k, v in (presets or {}).items()}, iterative=iterative)
+                               presets={k: dict(v) for k, v in (presets or {}).items()}, iterative=iterative,
+                               grows_masks=grows_masks)
         for key in (name, *aliases):
             ALIASES[key.lower()] = name
         return run

@@ -27,7 +27,8 @@ def step_rate(rate: float, epochs: int) -> float:
     return 1 - (1 - rate) ** (1 / ((epochs - 1) // 2 + 1))
 
 
-@register("FT_prune_bi", defaults={"unlearn_lr": 0.01, "unlearn_epochs": 10, "rate": 0.95, "random_prune": False})
+@register("FT_prune_bi", defaults={"unlearn_lr": 0.01, "unlearn_epochs": 10, "rate": 0.95, "random_prune": False},
+          grows_masks=True)
 def ft_prune_bi(model, ctx, cfg):
     rate = pruning.check_rate(cfg.rate, "FT_prune_bi rate")
     events = prune_epochs(cfg.unlearn_epochs)
