@@ -78,7 +78,8 @@ def parse_args(argv=None):
     g.add_argument("--unlearn_epochs", type=int, default=None, help="epochs (default: the method's)")
     g.add_argument("--alpha", type=float, default=None, help="the method's alpha (NG, l1-sparse)")
     g.add_argument("--mask_ratio", type=float, default=None, help="SalUn: fraction of salient weights")
-    g.add_argument("--variant", default="default", help="a published variant of the method")
+    g.add_argument("--variant", default=None,
+                   help="a published variant of the method (default: its preset's, else default)")
     g.add_argument("--save_model", action="store_true", help="also write the unlearned model.pt")
     g.add_argument("--dry_run", action="store_true",
                    help="check the flags, the data, the poison set and the masks, print what would run, write nothing")
