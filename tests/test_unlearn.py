@@ -111,6 +111,9 @@ def test_method_registry_aliases():
     (["--unlearn", "FT", "--class_to_replace", "3", "--split_seed", "7"], "--split_seed"),
     (["--unlearn", "FT", "--class_to_replace", "12"], "--class_to_replace"),
     (["--unlearn", "FT", "--class_to_replace", "3", "--variant", "legacy"], "--variant"),
+    (["--unlearn", "SalUn@rum", "--class_to_replace", "3", "--mask_lr", "-1"], "--mask_lr"),
+    (["--unlearn", "FT_prune_bi", "--class_to_replace", "3", "--rate", "2"], "--rate"),
+    (["--unlearn", "SalUn", "--class_to_replace", "3", "--rl_loop", "both"], "--rl_loop"),
 ])
 def test_main_forget_bad_inputs(original, tmp_path, args, flag):
     res = run_main("main_forget.py", "--mask", original, "--save_dir", str(tmp_path / "x"), *args)

@@ -67,13 +67,14 @@ def build_scheduler(optimizer, kind: str, epochs: int, milestones=(), warmup: in
 
 
 def apply_masks(model, masks):
-    """Zero pruned weights (masks: parameter name -> bool tensor). Called after every optimizer step, so
-    momentum and weight decay can never revive a pruned weight."""
+    """Zero pruned weights (masks: parameter name -> bool tensor, moved to the weight's device if need be). Called
+    after every optimizer step, so momentum and weight decay can never revive a pruned weight, and whenever a
+    mask is made or loaded (training.pruning)."""
     if masks:
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, mask in masks.items():
-                params[name].mul_(mask)
+                params[name].mul_(mask.to(params[name].device))
 
 
 def masked(masks, name, t):

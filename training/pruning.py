@@ -20,6 +20,7 @@ import copy
 import torch
 from torch import nn
 
+from training.loop import apply_masks  # noqa: F401  (pruning's callers zero the pruned weights with it)
 from utils import UsageError, load_checkpoint
 
 
@@ -96,14 +97,6 @@ def random_masks(model, rate, generator, masks=None) -> dict:
     `generator` (on the weights' device) go."""
     return _prune_lowest(model, rate, masks,
                          lambda p: torch.rand(p.shape, generator=generator, device=p.device))
-
-
-def apply_masks(model, masks) -> None:
-    """Zero the pruned weights now (training.apply_masks does the same after every step)."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, m in (masks or {}).items():
-            params[n].mul_(m.to(params[n].device))
 
 
 def sparsity(model) -> float:

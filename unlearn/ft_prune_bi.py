@@ -30,7 +30,7 @@ def step_rate(rate: float, epochs: int) -> float:
 @register("FT_prune_bi", defaults={"unlearn_lr": 0.01, "unlearn_epochs": 10, "rate": 0.95, "random_prune": False},
           grows_masks=True)
 def ft_prune_bi(model, ctx, cfg):
-    rate = pruning.check_rate(cfg.rate, "FT_prune_bi rate")
+    rate = pruning.check_rate(cfg.rate, "--rate")
     events = prune_epochs(cfg.unlearn_epochs)
     if not events:
         raise UsageError(f"--unlearn_epochs: FT_prune_bi prunes before every second epoch counted from the end, "

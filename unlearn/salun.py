@@ -110,6 +110,8 @@ def saliency_mask(model, forget_loader, ratio, variant="default", lr=0.01, momen
     if not 0 < ratio <= 1:
         raise UsageError(f"--mask_ratio: {ratio} must be in (0, 1]")
     rule = MASK_RULES[variant]
+    if rule.step and not lr >= 0:
+        raise UsageError(f"--mask_lr: the ascent step's learning rate must be >= 0, got {lr}")
     scores = saliency_scores(model, forget_loader, rule, lr, momentum, weight_decay, amp, pruning)
     return keep_top(scores, ratio, rule)
 
